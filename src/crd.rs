@@ -1,0 +1,527 @@
+//! The `FulfillmentPlan` custom resource: the one source of truth for the CRD.
+//!
+//! Doc comments on these types become the CRD's descriptions (`kubectl explain fp.spec...`), so
+//! they are written for the cluster admin who writes a plan. Every semantic rule is a CEL rule on
+//! the schema: the API server enforces it on `kubectl apply`, and [`crate::plan`] evaluates the very
+//! same rules locally (kube's `cel` feature) for `simulate` and for the controller.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::duration::GoDuration;
+
+/// Name of the field manager the operator uses for everything it writes.
+pub const FIELD_MANAGER: &str = "fulfillment-operator";
+
+/// A FulfillmentPlan scales a message-broker workload and the worker fleet that consumes from
+/// it in one decision, from a weighted score over business, infrastructure and user-experience
+/// metrics read from Prometheus.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "fulfillment.dev",
+    version = "v1alpha1",
+    kind = "FulfillmentPlan",
+    plural = "fulfillmentplans",
+    singular = "fulfillmentplan",
+    shortname = "fp",
+    shortname = "fplan",
+    category = "fulfillment",
+    namespaced,
+    cel,
+    status = "FulfillmentPlanStatus",
+    derive = "PartialEq",
+    doc = "A FulfillmentPlan scales message brokers and their worker fleet together from a weighted load score read from Prometheus.",
+    printcolumn(
+        name = "Score",
+        type_ = "number",
+        json_path = ".status.score",
+        description = "Composite load score of the last evaluation (1.0 = at target)"
+    ),
+    printcolumn(
+        name = "Brokers",
+        type_ = "integer",
+        json_path = ".status.brokers.current",
+        description = "Current broker replicas"
+    ),
+    printcolumn(
+        name = "Workers",
+        type_ = "integer",
+        json_path = ".status.workers.current",
+        description = "Current worker replicas"
+    ),
+    printcolumn(
+        name = "Action",
+        type_ = "string",
+        json_path = ".status.lastDecision.action",
+        description = "Last decision"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].status"#,
+        description = "Whether the plan is being evaluated and acted on"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.missingData) || !has(self.missingData.fallback) || (self.missingData.fallback.brokers >= self.workloads.brokers.minReplicas && self.missingData.fallback.brokers <= self.workloads.brokers.maxReplicas && self.missingData.fallback.workers >= self.workloads.workers.minReplicas && self.missingData.fallback.workers <= self.workloads.workers.maxReplicas)")
+        .message("missingData.fallback must lie within each workload's [minReplicas, maxReplicas]: change the fallback replicas or the bounds")
+        .field_path(".missingData.fallback"),
+)]
+pub struct FulfillmentPlanSpec {
+    /// The Prometheus server the plan's queries run against.
+    pub prometheus: PrometheusConnection,
+
+    /// How often the plan is evaluated, as a Go duration (`15s`, `1m`). At least 1s. Sustain
+    /// windows and stabilization windows are measured in wall time, not in evaluations.
+    #[serde(default = "default_interval")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') && duration(self) >= duration('1s')").message("interval must be a Go duration of at least 1s, such as 15s or 1m"))]
+    pub interval: GoDuration,
+
+    /// When true the operator keeps evaluating and reporting the plan but changes nothing: no
+    /// replica changes are made. Use it to watch a new plan's decisions before letting it act,
+    /// or to freeze scaling during an incident.
+    #[serde(default)]
+    pub paused: bool,
+
+    /// The two workloads scaled together: the brokers and the workers that consume from them.
+    pub workloads: Workloads,
+
+    /// The weighted dimensions whose scores make up the composite load score. Each has its own
+    /// PromQL query, target and sustain window. 1 to 16 dimensions with unique names.
+    #[schemars(length(min = 1, max = 16))]
+    #[x_kube(
+        validation = Rule::new("self.all(d, self.filter(e, e.name == d.name).size() == 1)").message("dimension names must be unique: rename the duplicate dimension"),
+        validation = Rule::new("size(self) >= 1").message("at least one dimension is required"),
+    )]
+    pub dimensions: Vec<Dimension>,
+
+    /// Thresholds on the composite score and the scaling behavior per direction.
+    #[serde(default)]
+    pub scaling: Scaling,
+
+    /// What to do when a dimension has no data (no series, NaN, or the query failed).
+    #[serde(default)]
+    pub missing_data: MissingData,
+}
+
+fn default_interval() -> GoDuration {
+    GoDuration::from_secs(15)
+}
+
+/// How to reach Prometheus (or any server with the Prometheus HTTP query API, such as Thanos
+/// Query or Mimir).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.tls) || !has(self.tls.insecureSkipVerify) || !self.tls.insecureSkipVerify || self.address.startsWith('https://')")
+        .message("tls.insecureSkipVerify only applies to an https:// address: remove it or use https"),
+)]
+pub struct PrometheusConnection {
+    /// Base URL of the Prometheus HTTP API, for example
+    /// `http://prometheus-operated.monitoring.svc:9090`. Must start with http:// or https://.
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("prometheus.address must start with http:// or https://, for example http://prometheus-operated.monitoring.svc:9090"))]
+    pub address: String,
+
+    /// How long one query may take before it counts as failed (Go duration, 100ms to 5m).
+    #[serde(default = "default_query_timeout")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') && duration(self) >= duration('100ms') && duration(self) <= duration('5m')").message("timeout must be a Go duration between 100ms and 5m, such as 5s"))]
+    pub timeout: GoDuration,
+
+    /// A Secret key in the plan's namespace holding a bearer token sent as
+    /// `Authorization: Bearer <token>`. The token is never logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_secret_ref: Option<SecretKeyRef>,
+
+    /// TLS settings for an https:// address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<PrometheusTls>,
+}
+
+fn default_query_timeout() -> GoDuration {
+    GoDuration::from_secs(5)
+}
+
+/// TLS settings for the Prometheus connection.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusTls {
+    /// A Secret key in the plan's namespace holding the PEM CA bundle that signs the server's
+    /// certificate, added to the system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
+    /// Skip verification of the server certificate. Only for testing: anyone on the path can
+    /// then read and change the metrics the plan scales on.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+}
+
+/// A key in a Secret in the plan's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key within the Secret's data.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// The brokers and workers this plan scales in one decision.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.maxWorkersPerBroker) || self.workers.minReplicas <= self.brokers.maxReplicas * self.maxWorkersPerBroker")
+        .message("workers.minReplicas cannot be reached within brokers.maxReplicas × maxWorkersPerBroker: raise maxWorkersPerBroker or brokers.maxReplicas, or lower workers.minReplicas")
+        .field_path(".maxWorkersPerBroker"),
+)]
+pub struct Workloads {
+    /// The message brokers (for example a Kafka KafkaNodePool or a Pulsar broker StatefulSet).
+    pub brokers: Workload,
+    /// The workers that consume from the brokers (for example a consumer Deployment).
+    pub workers: Workload,
+    /// Upper bound on workers per broker. When set, brokers are raised so that
+    /// `workers <= brokers × maxWorkersPerBroker` holds after every decision, and workers are
+    /// capped when brokers are already at their maximum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 1000").message("maxWorkersPerBroker must be between 1 and 1000"))]
+    pub max_workers_per_broker: Option<i32>,
+}
+
+/// One scaled workload and its replica bounds.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.minReplicas <= self.maxReplicas").message("minReplicas must be less than or equal to maxReplicas: lower minReplicas or raise maxReplicas"),
+)]
+pub struct Workload {
+    /// The object to scale through its `/scale` subresource: a Deployment, a StatefulSet, or
+    /// any custom resource with a scale subresource (such as a Strimzi KafkaNodePool).
+    pub target_ref: ScaleTargetRef,
+    /// The fewest replicas the operator will ever set (at least 1).
+    #[x_kube(validation = Rule::new("self >= 1").message("minReplicas must be at least 1"))]
+    pub min_replicas: i32,
+    /// The most replicas the operator will ever set (at most 10000).
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 10000").message("maxReplicas must be between 1 and 10000"))]
+    pub max_replicas: i32,
+}
+
+/// Reference to an object in the plan's namespace that has a `/scale` subresource.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleTargetRef {
+    /// API version of the target, for example `apps/v1` or `kafka.strimzi.io/v1beta2`.
+    #[schemars(length(min = 1, max = 253))]
+    pub api_version: String,
+    /// Kind of the target, for example `Deployment`, `StatefulSet` or `KafkaNodePool`.
+    #[schemars(length(min = 1, max = 63))]
+    pub kind: String,
+    /// Name of the target in the plan's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// How a dimension's metric relates to capacity.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CapacityKind {
+    /// The value falls as replicas are added (CPU, GPU memory, consumer lag per partition, share
+    /// of slow interactions). The target is the value wanted at the current replica count;
+    /// needed replicas = current × value ÷ target (the HorizontalPodAutoscaler rule).
+    Utilization,
+    /// The value does not depend on replicas (orders per minute, messages in per second). The
+    /// target is what one replica handles; needed replicas = value ÷ target (like KEDA's
+    /// AverageValue).
+    Demand,
+}
+
+/// Which workload a dimension's capacity is counted in.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum WorkloadRole {
+    /// Capacity is counted in worker replicas (the default).
+    #[default]
+    Workers,
+    /// Capacity is counted in broker replicas (for example broker CPU or bytes in per broker).
+    Brokers,
+}
+
+/// One weighted scoring dimension.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Dimension {
+    /// Name of the dimension (`business`, `infrastructure`, `experience`, ...): lower case
+    /// letters, digits, `-` and `_`, starting with a letter. Also the column name in simulation
+    /// traces.
+    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z][a-z0-9_-]*$')").message("dimension name must start with a lower-case letter and contain only a-z, 0-9, '-' and '_'"))]
+    pub name: String,
+    /// Relative weight in the composite score. Weights need not sum to 1: each is divided by
+    /// their sum. Must be greater than 0.
+    #[x_kube(validation = Rule::new("self > 0.0 && self <= 1000.0").message("weight must be greater than 0 and at most 1000: use a positive weight such as 0.4"))]
+    pub weight: f64,
+    /// PromQL query returning exactly one sample (aggregate with `sum`, `avg`, `max`, ...).
+    #[schemars(length(min = 1, max = 4096))]
+    #[x_kube(validation = Rule::new("self.trim().size() > 0").message("query must be a non-empty PromQL expression"))]
+    pub query: String,
+    /// Target value. For `Utilization`, the value wanted at the current replica count (0.88 for
+    /// 88 % GPU memory). For `Demand`, what one replica of the dimension's workload handles
+    /// (700 orders per minute per worker). Must be greater than 0.
+    #[x_kube(validation = Rule::new("self > 0.0 && self < 1.0e15").message("target must be greater than 0 (and below 1e15)"))]
+    pub target: f64,
+    /// How long an excursion must be held before it counts (Go duration, `0s` to `1h`): a rise
+    /// shorter than this never scales up and a dip shorter than this never scales down.
+    #[serde(rename = "for", default = "zero_duration")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') && duration(self) <= duration('1h')").message("for must be a Go duration of at most 1h, such as 2m"))]
+    pub sustain_for: GoDuration,
+    /// How the metric relates to capacity: `Utilization` or `Demand`.
+    pub kind: CapacityKind,
+    /// Which workload's replicas the capacity is counted in: `Workers` (default) or `Brokers`.
+    #[serde(default)]
+    pub workload: WorkloadRole,
+}
+
+fn zero_duration() -> GoDuration {
+    GoDuration::from_secs(0)
+}
+
+/// Thresholds on the composite score and behavior per direction.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.scaleDownThreshold <= self.scaleUpThreshold").message("scaleDownThreshold must not exceed scaleUpThreshold: lower scaleDownThreshold or raise scaleUpThreshold"),
+)]
+pub struct Scaling {
+    /// Scale up when the held composite score exceeds `scaleUpThreshold × (1 + tolerance)`.
+    /// Default 1.0 (at target). Between 0.1 and 10.
+    #[serde(default = "one")]
+    #[x_kube(validation = Rule::new("self >= 0.1 && self <= 10.0").message("scaleUpThreshold must be between 0.1 and 10"))]
+    pub scale_up_threshold: f64,
+    /// Scale down when the held composite score falls below
+    /// `scaleDownThreshold × (1 − tolerance)`. Default 1.0. Between 0.1 and 10.
+    #[serde(default = "one")]
+    #[x_kube(validation = Rule::new("self >= 0.1 && self <= 10.0").message("scaleDownThreshold must be between 0.1 and 10"))]
+    pub scale_down_threshold: f64,
+    /// Relative band around the thresholds inside which nothing changes, as in the
+    /// HorizontalPodAutoscaler (default 0.1 = 10 %). Between 0 and 0.5.
+    #[serde(default = "default_tolerance")]
+    #[x_kube(validation = Rule::new("self >= 0.0 && self <= 0.5").message("tolerance must be between 0 and 0.5, such as 0.1"))]
+    pub tolerance: f64,
+    /// Behavior when scaling up (defaults: no stabilization, at most max(4 pods, 100 %) per 15s).
+    #[serde(default = "ScalingRules::default_up")]
+    pub scale_up: ScalingRules,
+    /// Behavior when scaling down (defaults: 5m stabilization, at most 100 % per 15s).
+    #[serde(default = "ScalingRules::default_down")]
+    pub scale_down: ScalingRules,
+}
+
+fn one() -> f64 {
+    1.0
+}
+fn default_tolerance() -> f64 {
+    0.1
+}
+
+impl Default for Scaling {
+    fn default() -> Self {
+        Self {
+            scale_up_threshold: 1.0,
+            scale_down_threshold: 1.0,
+            tolerance: 0.1,
+            scale_up: ScalingRules::default_up(),
+            scale_down: ScalingRules::default_down(),
+        }
+    }
+}
+
+/// Which step limit wins when both `maxStepPods` and `maxStepPercent` are set.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SelectPolicy {
+    /// The limit that allows the larger change (the HorizontalPodAutoscaler default).
+    #[default]
+    Max,
+    /// The limit that allows the smaller change.
+    Min,
+    /// Never scale in this direction.
+    Disabled,
+}
+
+/// Scaling behavior in one direction, with the meaning of the HorizontalPodAutoscaler v2
+/// `behavior` fields.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.maxStepPods) || has(self.maxStepPercent) || self.selectPolicy == 'Disabled'").message("set maxStepPods or maxStepPercent (or selectPolicy: Disabled)"),
+)]
+pub struct ScalingRules {
+    /// The decision uses the most conservative recommendation of this window: for scale-down
+    /// the highest replica count recommended within it, for scale-up the lowest. Go duration,
+    /// `0s` to `1h`.
+    #[serde(default = "zero_duration")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') && duration(self) <= duration('1h')").message("stabilizationWindow must be a Go duration of at most 1h, such as 5m"))]
+    pub stabilization_window: GoDuration,
+    /// Most pods added (or removed) per `stepPeriod`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1").message("maxStepPods must be at least 1"))]
+    pub max_step_pods: Option<i32>,
+    /// Most change per `stepPeriod`, in percent of the replicas at the period's start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 1000").message("maxStepPercent must be between 1 and 1000"))]
+    pub max_step_percent: Option<i32>,
+    /// The period the step limits apply to (Go duration, 1s to 30m).
+    #[serde(default = "default_step_period")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') && duration(self) >= duration('1s') && duration(self) <= duration('30m')").message("stepPeriod must be a Go duration between 1s and 30m, such as 15s"))]
+    pub step_period: GoDuration,
+    /// Which limit wins when both are set: `Max` (default), `Min`, or `Disabled`.
+    #[serde(default)]
+    pub select_policy: SelectPolicy,
+}
+
+fn default_step_period() -> GoDuration {
+    GoDuration::from_secs(15)
+}
+
+impl ScalingRules {
+    /// The HorizontalPodAutoscaler's scale-up default: max(4 pods, 100 %) per 15 s, no
+    /// stabilization.
+    pub fn default_up() -> Self {
+        Self {
+            stabilization_window: GoDuration::from_secs(0),
+            max_step_pods: Some(4),
+            max_step_percent: Some(100),
+            step_period: GoDuration::from_secs(15),
+            select_policy: SelectPolicy::Max,
+        }
+    }
+    /// The HorizontalPodAutoscaler's scale-down default: 100 % per 15 s after a 5 minute
+    /// stabilization window.
+    pub fn default_down() -> Self {
+        Self {
+            stabilization_window: GoDuration::from_secs(300),
+            max_step_pods: None,
+            max_step_percent: Some(100),
+            step_period: GoDuration::from_secs(15),
+            select_policy: SelectPolicy::Max,
+        }
+    }
+}
+
+/// What the plan does while a dimension has no data.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum MissingDataPolicy {
+    /// Change nothing while any dimension has no data (the default).
+    #[default]
+    Hold,
+    /// Score on the dimensions that have data, their weights rescaled to sum to 1. Scale-down
+    /// still needs every dimension unless `allowScaleDownWhenIncomplete` is true.
+    Renormalize,
+    /// Raise each workload to at least the `fallback` replicas; never lower it.
+    Fallback,
+}
+
+/// Missing-data handling. Missing means: no series, a NaN or infinite value, a negative value,
+/// or a failed query. Missing data never causes a scale-down.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.policy != 'Fallback' || has(self.fallback)").message("policy Fallback needs fallback replicas: set missingData.fallback.brokers and .workers"),
+    validation = Rule::new("!self.allowScaleDownWhenIncomplete || self.policy == 'Renormalize'").message("allowScaleDownWhenIncomplete only applies to policy Renormalize"),
+)]
+pub struct MissingData {
+    /// `Hold` (default), `Renormalize` or `Fallback`.
+    #[serde(default)]
+    pub policy: MissingDataPolicy,
+    /// With `Renormalize`, allow scaling down while some dimensions have no data. Off by default.
+    #[serde(default)]
+    pub allow_scale_down_when_incomplete: bool,
+    /// With `Fallback`, the replicas each workload is raised to (never lowered to) while data
+    /// is missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<FallbackReplicas>,
+}
+
+/// Replicas used by the `Fallback` missing-data policy.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FallbackReplicas {
+    /// Broker replicas while data is missing.
+    pub brokers: i32,
+    /// Worker replicas while data is missing.
+    pub workers: i32,
+}
+
+/// Observed state written by the operator.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct FulfillmentPlanStatus {
+    /// The `metadata.generation` this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Standard conditions: Ready, MetricsAvailable, ScalingActive, ScalingLimited, Paused, Invalid.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// Composite load score of the last evaluation (1.0 = at target); absent without data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    /// Broker replicas, current and desired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brokers: Option<ReplicaStatus>,
+    /// Worker replicas, current and desired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<ReplicaStatus>,
+    /// Per-dimension breakdown of the last evaluation.
+    #[serde(default)]
+    pub dimensions: Vec<DimensionStatus>,
+    /// The last decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_decision: Option<DecisionStatus>,
+    /// When the operator last changed a replica count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<Time>,
+}
+
+/// Current and desired replicas of one workload.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaStatus {
+    /// Replicas as read from the target's `/scale` subresource.
+    pub current: i32,
+    /// Replicas the last decision asked for.
+    pub desired: i32,
+}
+
+/// One dimension's part in the last evaluation.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DimensionStatus {
+    /// Dimension name.
+    pub name: String,
+    /// Last value read, absent when missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// Needed capacity ÷ current capacity from the last value (1.0 = at target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ratio: Option<f64>,
+    /// The ratio held over the dimension's `for` window in the direction of its excursion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sustained_ratio: Option<f64>,
+    /// Weighted contribution to the composite score.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contribution: Option<f64>,
+    /// Why the value is missing, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing_reason: Option<String>,
+}
+
+/// The last decision in short.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DecisionStatus {
+    /// `ScaleUp`, `ScaleDown`, `Hold`, `Fallback` or `Paused`.
+    pub action: String,
+    /// A sentence saying why.
+    pub reason: String,
+}

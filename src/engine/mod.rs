@@ -1,0 +1,872 @@
+//! The decision engine: why a plan scales, in one file.
+//!
+//! [`decide`] is a pure function of the compiled plan ([`Policy`]), the observation history it
+//! needs ([`Memory`]), the current replicas and the time. It performs no I/O and reads no clock;
+//! the simulator and the controller call the same function. [`step`] is the usual sequence:
+//! record the new readings, decide, remember the decision.
+//!
+//! The formula (also in the README):
+//!
+//! 1. Each reading becomes *needed replicas* of its dimension's workload: for a `Utilization`
+//!    dimension `current × value ÷ target` (the HPA rule), for a `Demand` dimension
+//!    `value ÷ target` (target = what one replica handles). Ratios are needed ÷ current.
+//! 2. Sustain: a dimension's excursion counts only once held for its `for` window. The held-up
+//!    ratio is the lowest ratio in the window, the held-down ratio the highest; while the window
+//!    is not yet covered by data the held ratios are pulled to 1.0 (neutral), so a short spike
+//!    can never scale up and a short dip can never scale down.
+//! 3. The composite score is the weighted mean of the ratios (normalised weights).
+//! 4. Held-up score above `scaleUpThreshold × (1 + tolerance)` → recommend
+//!    `ceil(current × score ÷ scaleUpThreshold)`; held-down score below
+//!    `scaleDownThreshold × (1 − tolerance)` → recommend `ceil(current × score ÷
+//!    scaleDownThreshold)`. Both workloads get the same factor; brokers are then raised to keep
+//!    `workers ≤ brokers × maxWorkersPerBroker`.
+//! 5. HPA-v2 behavior per direction: stabilization (scale-down takes the highest recommendation
+//!    of its window, and never happens before the engine has seen a whole window), then the step
+//!    limits per period, then the bounds.
+
+mod policy;
+
+use std::collections::VecDeque;
+use std::fmt::{self, Write as _};
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::crd::{CapacityKind, WorkloadRole};
+pub use policy::{Bounds, Combine, DimensionPolicy, MissingPolicy, Policy, StepRules};
+
+use crate::crd::SelectPolicy;
+
+/// Largest replica count the arithmetic ever produces before bounds apply.
+const REPLICA_CEILING: f64 = 1.0e6;
+/// Largest needed-capacity value kept; hostile inputs (1e300) are clipped here, far above any
+/// maxReplicas, so they still read as "far over target" without overflowing.
+const NEEDED_CEILING: f64 = 1.0e9;
+/// Slack for comparing times computed by adding and subtracting windows.
+const TIME_EPSILON: f64 = 1e-6;
+
+/// Replica counts of the two workloads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replicas {
+    /// Broker replicas.
+    pub brokers: u32,
+    /// Worker replicas.
+    pub workers: u32,
+}
+
+impl Replicas {
+    /// The count for one workload.
+    pub fn of(&self, role: WorkloadRole) -> u32 {
+        match role {
+            WorkloadRole::Brokers => self.brokers,
+            WorkloadRole::Workers => self.workers,
+        }
+    }
+}
+
+/// Why a dimension has no usable value.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind", content = "detail")]
+pub enum Missing {
+    /// The query returned no series (or the trace cell was empty).
+    NoData,
+    /// The value was NaN.
+    NotANumber,
+    /// The value was +Inf or -Inf.
+    Infinite,
+    /// The value was negative, which no capacity metric can be.
+    Negative,
+    /// The query returned more than one series; the detail names them.
+    MultipleSeries(String),
+    /// The query failed; the detail says how.
+    QueryFailed(String),
+}
+
+impl fmt::Display for Missing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Missing::NoData => f.write_str("no data"),
+            Missing::NotANumber => f.write_str("value is NaN"),
+            Missing::Infinite => f.write_str("value is infinite"),
+            Missing::Negative => f.write_str("value is negative"),
+            Missing::MultipleSeries(d) => write!(f, "query returned several series ({d})"),
+            Missing::QueryFailed(d) => write!(f, "query failed ({d})"),
+        }
+    }
+}
+
+/// One dimension's reading at an evaluation.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reading {
+    /// A usable value.
+    Value(f64),
+    /// No usable value, and why.
+    Missing(Missing),
+}
+
+impl Reading {
+    /// Classify a raw number: NaN, infinities and negatives are missing data, not values.
+    pub fn from_f64(v: f64) -> Self {
+        if v.is_nan() {
+            Reading::Missing(Missing::NotANumber)
+        } else if v.is_infinite() {
+            Reading::Missing(Missing::Infinite)
+        } else if v < 0.0 {
+            Reading::Missing(Missing::Negative)
+        } else {
+            Reading::Value(v)
+        }
+    }
+
+    /// The value, if usable.
+    pub fn value(&self) -> Option<f64> {
+        match self {
+            Reading::Value(v) => Some(*v),
+            Reading::Missing(_) => None,
+        }
+    }
+}
+
+/// What the engine decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Action {
+    /// At least one workload grows.
+    ScaleUp,
+    /// At least one workload shrinks.
+    ScaleDown,
+    /// Nothing changes.
+    Hold,
+    /// Data is missing and the Fallback policy raised replicas.
+    Fallback,
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Action::ScaleUp => "ScaleUp",
+            Action::ScaleDown => "ScaleDown",
+            Action::Hold => "Hold",
+            Action::Fallback => "Fallback",
+        })
+    }
+}
+
+/// One dimension's part in a decision.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DimensionBreakdown {
+    /// Dimension name.
+    pub name: String,
+    /// The value read now.
+    pub value: Option<f64>,
+    /// Needed ÷ current capacity from the value read now.
+    pub ratio: Option<f64>,
+    /// The ratio held for the whole sustain window in the direction of the excursion (≥ 1 when
+    /// the value is over target, ≤ 1 when under); 1.0 while the window is not yet held.
+    pub sustained_ratio: Option<f64>,
+    /// Held ratio used for scale-up decisions.
+    pub held_up: Option<f64>,
+    /// Held ratio used for scale-down decisions.
+    pub held_down: Option<f64>,
+    /// Normalised weight × ratio: this dimension's share of the composite score.
+    pub contribution: Option<f64>,
+    /// Why the value is missing.
+    pub missing: Option<Missing>,
+}
+
+/// The result of one evaluation.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Decision {
+    /// Evaluation time, seconds.
+    pub time: f64,
+    /// The action.
+    pub action: Action,
+    /// Replicas read before the decision.
+    pub current: Replicas,
+    /// Replicas after the decision.
+    pub desired: Replicas,
+    /// The replicas recommended before stabilization and step limits (recorded for
+    /// stabilization).
+    pub recommended: Replicas,
+    /// Composite score of the values read now (1.0 = at target); None without data.
+    pub score: Option<f64>,
+    /// Composite score held for the sustain windows, used for scale-up.
+    pub held_up: Option<f64>,
+    /// Composite score held for the sustain windows, used for scale-down.
+    pub held_down: Option<f64>,
+    /// Per-dimension breakdown, in plan order.
+    pub dimensions: Vec<DimensionBreakdown>,
+    /// A sentence saying why.
+    pub reason: String,
+    /// Set when bounds, step limits or the workers-per-broker bound cut the recommendation.
+    pub limited: Option<String>,
+}
+
+impl Decision {
+    /// Whether any replica count changes.
+    pub fn changes_replicas(&self) -> bool {
+        self.desired != self.current
+    }
+}
+
+/// One remembered reading, as needed replicas of its dimension's workload.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+struct Sample {
+    t: f64,
+    /// None: missing at that time (breaks a held window).
+    needed: Option<f64>,
+}
+
+/// A remembered recommendation, for stabilization.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+struct Recommendation {
+    t: f64,
+    replicas: Replicas,
+}
+
+/// A remembered replica change, for step limits.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+struct ScaleEvent {
+    t: f64,
+    brokers_delta: i64,
+    workers_delta: i64,
+}
+
+/// What the engine remembers between evaluations: recent samples per dimension (as much as the
+/// longest sustain window needs), recent recommendations (stabilization) and recent replica
+/// changes (step limits). Serializable so the controller can keep it across restarts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Memory {
+    /// Time of the first observation; windows reaching before it are not covered.
+    started_at: Option<f64>,
+    /// Dimension names the samples belong to; a different plan resets the memory.
+    names: Vec<String>,
+    samples: Vec<VecDeque<Sample>>,
+    last_missing: Vec<Option<Missing>>,
+    recommendations: VecDeque<Recommendation>,
+    scale_events: VecDeque<ScaleEvent>,
+}
+
+impl Memory {
+    /// Record the readings taken at `now` with `current` replicas. Readings are in plan order;
+    /// a reading for a dimension beyond the list is ignored, a dimension without reading counts
+    /// as no data.
+    pub fn observe(&mut self, policy: &Policy, now: f64, readings: &[Reading], current: Replicas) {
+        let names_match = self.names.len() == policy.dimensions.len()
+            && self.names.iter().zip(&policy.dimensions).all(|(n, d)| *n == d.name);
+        let time_went_back = self.samples.iter().filter_map(|s| s.back()).any(|s| s.t > now + TIME_EPSILON);
+        if !names_match || time_went_back || !now.is_finite() {
+            *self = Memory {
+                names: policy.dimensions.iter().map(|d| d.name.clone()).collect(),
+                samples: vec![VecDeque::new(); policy.dimensions.len()],
+                last_missing: vec![None; policy.dimensions.len()],
+                ..Memory::default()
+            };
+        }
+        if !now.is_finite() {
+            return;
+        }
+        self.started_at.get_or_insert(now);
+        for (i, dim) in policy.dimensions.iter().enumerate() {
+            let reading = readings.get(i).cloned().unwrap_or(Reading::Missing(Missing::NoData));
+            let needed = reading.value().map(|v| needed_replicas(dim, v, current.of(dim.workload)));
+            self.last_missing[i] = match reading {
+                Reading::Missing(m) => Some(m),
+                Reading::Value(_) => None,
+            };
+            let history = &mut self.samples[i];
+            if history.back().is_some_and(|s| (s.t - now).abs() <= TIME_EPSILON) {
+                history.pop_back();
+            }
+            history.push_back(Sample { t: now, needed });
+            // Keep exactly one sample at or before the window start: it anchors the window.
+            let window_start = now - dim.sustain_secs;
+            while history.len() > 1 && history[1].t <= window_start + TIME_EPSILON {
+                history.pop_front();
+            }
+        }
+    }
+
+    /// Remember a decision. `applied` says whether its replica change was actually made (a paused
+    /// plan or a failed patch records the recommendation but no change).
+    pub fn record(&mut self, policy: &Policy, decision: &Decision, applied: bool) {
+        let now = decision.time;
+        if !now.is_finite() {
+            return;
+        }
+        self.recommendations.push_back(Recommendation { t: now, replicas: decision.recommended });
+        if applied && decision.changes_replicas() {
+            self.scale_events.push_back(ScaleEvent {
+                t: now,
+                brokers_delta: i64::from(decision.desired.brokers) - i64::from(decision.current.brokers),
+                workers_delta: i64::from(decision.desired.workers) - i64::from(decision.current.workers),
+            });
+        }
+        let keep_recs = policy.scale_up.stabilization_secs.max(policy.scale_down.stabilization_secs);
+        while self.recommendations.front().is_some_and(|r| r.t < now - keep_recs - TIME_EPSILON) {
+            self.recommendations.pop_front();
+        }
+        let keep_events = policy.scale_up.period_secs.max(policy.scale_down.period_secs);
+        while self.scale_events.front().is_some_and(|e| e.t < now - keep_events - TIME_EPSILON) {
+            self.scale_events.pop_front();
+        }
+    }
+
+    /// How many samples are held in all (for tests and footprint figures).
+    pub fn sample_count(&self) -> usize {
+        self.samples.iter().map(VecDeque::len).sum()
+    }
+}
+
+fn needed_replicas(dim: &DimensionPolicy, value: f64, current: u32) -> f64 {
+    let needed = match dim.kind {
+        CapacityKind::Utilization => f64::from(current.max(1)) * value / dim.target,
+        CapacityKind::Demand => value / dim.target,
+    };
+    if needed.is_finite() { needed.clamp(0.0, NEEDED_CEILING) } else { NEEDED_CEILING }
+}
+
+/// Record `readings`, decide, and remember the decision as applied. The simulator's loop.
+pub fn step(policy: &Policy, memory: &mut Memory, now: f64, readings: &[Reading], current: Replicas) -> Decision {
+    memory.observe(policy, now, readings, current);
+    let decision = decide(policy, memory, now, current);
+    memory.record(policy, &decision, true);
+    decision
+}
+
+/// A dimension's standing at `now`, from its samples.
+struct Standing {
+    ratio: f64,
+    held_up: f64,
+    held_down: f64,
+}
+
+fn standing(history: &VecDeque<Sample>, dim: &DimensionPolicy, now: f64, capacity: f64) -> Option<Standing> {
+    let latest = history.back().filter(|s| (s.t - now).abs() <= TIME_EPSILON)?;
+    let latest_needed = latest.needed?;
+    let window_start = now - dim.sustain_secs;
+    let mut covered = false;
+    let mut gap = false;
+    let (mut lo, mut hi) = (latest_needed, latest_needed);
+    for s in history.iter().rev() {
+        match s.needed {
+            Some(n) => {
+                lo = lo.min(n);
+                hi = hi.max(n);
+            }
+            None => gap = true,
+        }
+        if s.t <= window_start + TIME_EPSILON {
+            covered = true;
+            break;
+        }
+    }
+    let held = covered && !gap;
+    let (held_lo, held_hi) = if held { (lo, hi) } else { (lo.min(capacity), hi.max(capacity)) };
+    Some(Standing { ratio: latest_needed / capacity, held_up: held_lo / capacity, held_down: held_hi / capacity })
+}
+
+fn combine(policy: &Policy, parts: &[(f64, f64)]) -> Option<f64> {
+    if parts.is_empty() {
+        return None;
+    }
+    match policy.combine {
+        Combine::WeightedMean => {
+            let total: f64 = parts.iter().map(|(w, _)| w).sum();
+            Some(parts.iter().map(|(w, r)| w * r).sum::<f64>() / total)
+        }
+        Combine::Max => parts.iter().map(|(_, r)| *r).reduce(f64::max),
+    }
+}
+
+/// `ceil(current × factor)`, safe for any factor.
+fn scaled(current: u32, factor: f64) -> u32 {
+    let x = f64::from(current) * factor;
+    if x.is_nan() {
+        return current;
+    }
+    (x - 1e-9).ceil().clamp(0.0, REPLICA_CEILING) as u32
+}
+
+/// Decide for `now`. Call after [`Memory::observe`] for the same `now`. Pure: same inputs, same
+/// decision.
+pub fn decide(policy: &Policy, memory: &Memory, now: f64, current: Replicas) -> Decision {
+    let mut breakdown = Vec::with_capacity(policy.dimensions.len());
+    let mut now_parts = Vec::new();
+    let mut up_parts = Vec::new();
+    let mut down_parts = Vec::new();
+    let mut missing_names = Vec::new();
+    for (i, dim) in policy.dimensions.iter().enumerate() {
+        let capacity = f64::from(current.of(dim.workload).max(1));
+        let history = memory.samples.get(i);
+        let st = history.and_then(|h| standing(h, dim, now, capacity));
+        let value =
+            history.and_then(|h| h.back()).filter(|s| (s.t - now).abs() <= TIME_EPSILON).and_then(|s| s.needed).map(
+                |needed| match dim.kind {
+                    CapacityKind::Utilization => needed * dim.target / capacity,
+                    CapacityKind::Demand => needed * dim.target,
+                },
+            );
+        let missing = if st.is_none() {
+            missing_names.push(dim.name.as_str());
+            Some(memory.last_missing.get(i).cloned().flatten().unwrap_or(Missing::NoData))
+        } else {
+            None
+        };
+        if let Some(st) = &st {
+            now_parts.push((dim.weight, st.ratio));
+            up_parts.push((dim.weight, st.held_up));
+            down_parts.push((dim.weight, st.held_down));
+        }
+        breakdown.push(DimensionBreakdown {
+            name: dim.name.clone(),
+            value,
+            ratio: st.as_ref().map(|s| s.ratio),
+            sustained_ratio: st.as_ref().map(|s| if s.ratio >= 1.0 { s.held_up } else { s.held_down }),
+            held_up: st.as_ref().map(|s| s.held_up),
+            held_down: st.as_ref().map(|s| s.held_down),
+            contribution: None,
+            missing,
+        });
+    }
+    let total_weight: f64 = now_parts.iter().map(|(w, _)| w).sum();
+    for b in &mut breakdown {
+        if let (Some(r), Some(dim)) = (b.ratio, policy.dimensions.iter().find(|d| d.name == b.name)) {
+            b.contribution = Some(match policy.combine {
+                Combine::WeightedMean => dim.weight / total_weight * r,
+                Combine::Max => r,
+            });
+        }
+    }
+    let score = combine(policy, &now_parts);
+    let held_up = combine(policy, &up_parts);
+    let held_down = combine(policy, &down_parts);
+    let complete = missing_names.is_empty();
+
+    let mut d = Decision {
+        time: now,
+        action: Action::Hold,
+        current,
+        desired: current,
+        recommended: current,
+        score,
+        held_up,
+        held_down,
+        dimensions: breakdown,
+        reason: String::new(),
+        limited: None,
+    };
+
+    let missing_note = || {
+        let parts: Vec<String> = d_missing(&missing_names, &policy.dimensions, memory);
+        parts.join(", ")
+    };
+
+    // Missing data: Hold and Fallback never compute a score-based change.
+    if !complete {
+        match policy.missing {
+            MissingPolicy::Hold => {
+                d.reason = format!(
+                    "No usable data for {}; policy Hold changes nothing while data is missing.",
+                    missing_note()
+                );
+                return d;
+            }
+            MissingPolicy::Fallback { brokers, workers } => {
+                let floor = Replicas {
+                    brokers: policy.brokers.clamp(brokers).max(current.brokers),
+                    workers: policy.workers.clamp(workers).max(current.workers),
+                };
+                d.recommended = floor;
+                d.desired = floor;
+                if floor != current {
+                    d.action = Action::Fallback;
+                    d.reason = format!(
+                        "No usable data for {}; policy Fallback raises to the fallback replicas: {}.",
+                        missing_note(),
+                        change_text(current, floor)
+                    );
+                } else {
+                    d.reason = format!(
+                        "No usable data for {}; already at or above the fallback replicas, nothing to change.",
+                        missing_note()
+                    );
+                }
+                return d;
+            }
+            MissingPolicy::Renormalize { .. } if score.is_none() => {
+                d.reason = format!("No usable data for any dimension ({}); nothing to change.", missing_note());
+                return d;
+            }
+            MissingPolicy::Renormalize { .. } => {}
+        }
+    }
+    let (Some(held_up), Some(held_down), Some(score)) = (held_up, held_down, score) else {
+        d.reason = "No dimensions to score; nothing to change.".to_string();
+        return d;
+    };
+    let down_allowed = complete || matches!(policy.missing, MissingPolicy::Renormalize { allow_scale_down: true });
+
+    // 1. Recommendation from the held scores.
+    let up_trigger = policy.up_trigger();
+    let down_trigger = policy.down_trigger();
+    let mut rec = current;
+    let mut wants = Direction::None;
+    if held_up > up_trigger {
+        let factor = held_up / policy.scale_up_threshold;
+        rec = Replicas {
+            brokers: scaled(current.brokers, factor).max(current.brokers),
+            workers: scaled(current.workers, factor).max(current.workers),
+        };
+        wants = Direction::Up;
+    } else if held_down < down_trigger && down_allowed {
+        let factor = held_down / policy.scale_down_threshold;
+        rec = Replicas {
+            brokers: scaled(current.brokers, factor).min(current.brokers),
+            workers: scaled(current.workers, factor).min(current.workers),
+        };
+        wants = Direction::Down;
+    }
+    if let Some(k) = policy.max_workers_per_broker {
+        rec.brokers = rec.brokers.max(rec.workers.div_ceil(k));
+    }
+    let rec = Replicas { brokers: policy.brokers.clamp(rec.brokers), workers: policy.workers.clamp(rec.workers) };
+    d.recommended = rec;
+
+    // 2. Stabilization, 3. step limits, 4. bounds — per workload.
+    let mut limits = Vec::new();
+    let down_window_seen =
+        memory.started_at.is_some_and(|s| now - s + TIME_EPSILON >= policy.scale_down.stabilization_secs);
+    let mut desired = Replicas { brokers: 0, workers: 0 };
+    for role in [WorkloadRole::Brokers, WorkloadRole::Workers] {
+        let (cur, target, bounds) = match role {
+            WorkloadRole::Brokers => (current.brokers, rec.brokers, policy.brokers),
+            WorkloadRole::Workers => (current.workers, rec.workers, policy.workers),
+        };
+        let stabilized = stabilize(policy, memory, now, role, cur, target, down_window_seen);
+        let limited = rate_limit(policy, memory, now, role, cur, stabilized);
+        let bounded = bounds.clamp(limited);
+        if limited != stabilized && stabilized != cur {
+            let rules = if stabilized > cur { &policy.scale_up } else { &policy.scale_down };
+            limits.push(format!(
+                "{} held to {limited} by the step limit ({}) instead of {stabilized}",
+                role_name(role),
+                step_text(rules)
+            ));
+        }
+        let unbounded = if wants == Direction::Up {
+            scaled(cur, held_up / policy.scale_up_threshold)
+        } else if wants == Direction::Down {
+            scaled(cur, held_down / policy.scale_down_threshold)
+        } else {
+            cur
+        };
+        if unbounded > bounds.max && bounded == bounds.max {
+            limits.push(format!("{} at maxReplicas {} (wanted {unbounded})", role_name(role), bounds.max));
+        }
+        match role {
+            WorkloadRole::Brokers => desired.brokers = bounded,
+            WorkloadRole::Workers => desired.workers = bounded,
+        }
+    }
+    if let Some(k) = policy.max_workers_per_broker {
+        let cap = desired.brokers.saturating_mul(k);
+        if desired.workers > cap {
+            let capped = cap.max(current.workers.min(desired.workers)).max(policy.workers.min);
+            limits.push(format!(
+                "workers held to {capped} by maxWorkersPerBroker {k} with {} brokers (wanted {})",
+                desired.brokers, desired.workers
+            ));
+            desired.workers = capped;
+        }
+    }
+    d.desired = desired;
+    d.limited = (!limits.is_empty()).then(|| limits.join("; "));
+    d.action = if desired.workers > current.workers
+        || (desired.workers == current.workers && desired.brokers > current.brokers)
+    {
+        Action::ScaleUp
+    } else if desired != current {
+        Action::ScaleDown
+    } else {
+        Action::Hold
+    };
+    d.reason =
+        explain(policy, &d, wants, score, held_up, held_down, complete, &missing_names, memory, down_window_seen);
+    d
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Direction {
+    None,
+    Up,
+    Down,
+}
+
+fn role_name(role: WorkloadRole) -> &'static str {
+    match role {
+        WorkloadRole::Brokers => "brokers",
+        WorkloadRole::Workers => "workers",
+    }
+}
+
+/// HPA stabilization: the lowest recommendation of the scale-up window and the highest of the
+/// scale-down window bound the change; scale-down waits until a whole window has been seen.
+fn stabilize(
+    policy: &Policy,
+    memory: &Memory,
+    now: f64,
+    role: WorkloadRole,
+    current: u32,
+    recommended: u32,
+    down_window_seen: bool,
+) -> u32 {
+    let mut up = recommended;
+    let mut down = recommended;
+    for r in &memory.recommendations {
+        let past = r.replicas.of(role);
+        if policy.scale_up.stabilization_secs > 0.0 && r.t >= now - policy.scale_up.stabilization_secs - TIME_EPSILON {
+            up = up.min(past);
+        }
+        if policy.scale_down.stabilization_secs > 0.0
+            && r.t >= now - policy.scale_down.stabilization_secs - TIME_EPSILON
+        {
+            down = down.max(past);
+        }
+    }
+    if !down_window_seen {
+        down = down.max(current);
+    }
+    let mut out = current;
+    if out < up {
+        out = up;
+    }
+    if out > down {
+        out = down;
+    }
+    out
+}
+
+/// HPA step limits: the change allowed within a period, relative to the replicas at its start.
+fn rate_limit(policy: &Policy, memory: &Memory, now: f64, role: WorkloadRole, current: u32, desired: u32) -> u32 {
+    let delta_of = |e: &ScaleEvent| match role {
+        WorkloadRole::Brokers => e.brokers_delta,
+        WorkloadRole::Workers => e.workers_delta,
+    };
+    if desired > current {
+        let rules = &policy.scale_up;
+        if rules.select == SelectPolicy::Disabled {
+            return current;
+        }
+        let added: i64 = memory
+            .scale_events
+            .iter()
+            .filter(|e| e.t > now - rules.period_secs + TIME_EPSILON)
+            .map(delta_of)
+            .filter(|d| *d > 0)
+            .sum();
+        let start = (i64::from(current) - added).max(0) as f64;
+        let mut limits = Vec::new();
+        if let Some(p) = rules.max_pods {
+            limits.push(start + f64::from(p));
+        }
+        if let Some(p) = rules.max_percent {
+            limits.push((start * (1.0 + f64::from(p) / 100.0)).ceil());
+        }
+        let limit = select(rules.select, &limits, true).unwrap_or(REPLICA_CEILING);
+        (f64::from(desired).min(limit).clamp(0.0, REPLICA_CEILING) as u32).max(current)
+    } else if desired < current {
+        let rules = &policy.scale_down;
+        if rules.select == SelectPolicy::Disabled {
+            return current;
+        }
+        let removed: i64 = memory
+            .scale_events
+            .iter()
+            .filter(|e| e.t > now - rules.period_secs + TIME_EPSILON)
+            .map(delta_of)
+            .filter(|d| *d < 0)
+            .map(|d| -d)
+            .sum();
+        let start = (i64::from(current) + removed) as f64;
+        let mut limits = Vec::new();
+        if let Some(p) = rules.max_pods {
+            limits.push(start - f64::from(p));
+        }
+        if let Some(p) = rules.max_percent {
+            limits.push(start - (start * f64::from(p) / 100.0).ceil());
+        }
+        let limit = select(rules.select, &limits, false).unwrap_or(0.0);
+        (f64::from(desired).max(limit).clamp(0.0, REPLICA_CEILING) as u32).min(current)
+    } else {
+        desired
+    }
+}
+
+/// Pick the limit allowing the larger (`Max`) or smaller (`Min`) change.
+fn select(policy: SelectPolicy, limits: &[f64], up: bool) -> Option<f64> {
+    let larger_change = |a: f64, b: f64| if up { a.max(b) } else { a.min(b) };
+    let smaller_change = |a: f64, b: f64| if up { a.min(b) } else { a.max(b) };
+    match policy {
+        SelectPolicy::Max => limits.iter().copied().reduce(larger_change),
+        SelectPolicy::Min => limits.iter().copied().reduce(smaller_change),
+        SelectPolicy::Disabled => None,
+    }
+}
+
+fn step_text(rules: &StepRules) -> String {
+    let mut parts = Vec::new();
+    if let Some(p) = rules.max_pods {
+        parts.push(format!("{p} pods"));
+    }
+    if let Some(p) = rules.max_percent {
+        parts.push(format!("{p}%"));
+    }
+    let how = match rules.select {
+        SelectPolicy::Max if parts.len() > 1 => "max of ",
+        SelectPolicy::Min if parts.len() > 1 => "min of ",
+        _ => "",
+    };
+    format!("{how}{} per {}", parts.join(", "), secs_text(rules.period_secs))
+}
+
+fn secs_text(secs: f64) -> String {
+    if secs.fract() == 0.0 && secs < 1.0e9 {
+        crate::duration::GoDuration::from_secs(secs as u64).to_string()
+    } else {
+        format!("{secs}s")
+    }
+}
+
+fn change_text(from: Replicas, to: Replicas) -> String {
+    let mut parts = Vec::new();
+    if from.workers != to.workers {
+        parts.push(format!("workers {}→{}", from.workers, to.workers));
+    }
+    if from.brokers != to.brokers {
+        parts.push(format!("brokers {}→{}", from.brokers, to.brokers));
+    }
+    if parts.is_empty() { "no change".to_string() } else { parts.join(", ") }
+}
+
+fn d_missing(names: &[&str], dims: &[DimensionPolicy], memory: &Memory) -> Vec<String> {
+    names
+        .iter()
+        .map(|n| {
+            let why = dims
+                .iter()
+                .position(|d| d.name == *n)
+                .and_then(|i| memory.last_missing.get(i).cloned().flatten())
+                .unwrap_or(Missing::NoData);
+            format!("{n} ({why})")
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn explain(
+    policy: &Policy,
+    d: &Decision,
+    wants: Direction,
+    score: f64,
+    held_up: f64,
+    held_down: f64,
+    complete: bool,
+    missing_names: &[&str],
+    memory: &Memory,
+    down_window_seen: bool,
+) -> String {
+    let mut out = String::new();
+    let dims_text = |held: &dyn Fn(&DimensionBreakdown) -> Option<f64>| {
+        d.dimensions
+            .iter()
+            .zip(&policy.dimensions)
+            .filter_map(|(b, p)| held(b).map(|r| format!("{} {r:.2}× over {}", b.name, secs_text(p.sustain_secs))))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let band = format!("{:.2}–{:.2}", policy.down_trigger(), policy.up_trigger());
+    match (wants, d.action) {
+        (Direction::Up, Action::ScaleUp) => {
+            let _ = write!(
+                out,
+                "Score {held_up:.2} held above {:.2} ({}): {}.",
+                policy.up_trigger(),
+                dims_text(&|b| b.held_up),
+                change_text(d.current, d.desired)
+            );
+        }
+        (Direction::Up, _) => {
+            let _ = write!(out, "Score {held_up:.2} held above {:.2} but no change is possible", policy.up_trigger());
+            let _ = write!(out, " ({}).", d.limited.as_deref().unwrap_or("already at the recommended replicas"));
+        }
+        (Direction::Down, Action::ScaleDown) => {
+            let _ = write!(
+                out,
+                "Score {held_down:.2} held below {:.2} ({}) through the {} scale-down stabilization: {}.",
+                policy.down_trigger(),
+                dims_text(&|b| b.held_down),
+                secs_text(policy.scale_down.stabilization_secs),
+                change_text(d.current, d.desired)
+            );
+        }
+        (Direction::Down, _) => {
+            let why = if !down_window_seen {
+                format!(
+                    "the engine has not yet observed a whole {} stabilization window",
+                    secs_text(policy.scale_down.stabilization_secs)
+                )
+            } else if d.recommended == d.current {
+                "the recommendation rounds to the current replicas".to_string()
+            } else {
+                format!(
+                    "waiting for the {} scale-down stabilization window",
+                    secs_text(policy.scale_down.stabilization_secs)
+                )
+            };
+            let _ =
+                write!(out, "Score {held_down:.2} held below {:.2}; no scale-down yet: {why}.", policy.down_trigger());
+        }
+        (Direction::None, _) => {
+            if score > policy.up_trigger() {
+                let _ = write!(
+                    out,
+                    "Score {score:.2} is above {:.2} but not yet held for the sustain windows (held {held_up:.2}); nothing to change.",
+                    policy.up_trigger()
+                );
+            } else if score < policy.down_trigger() && !complete {
+                let _ = write!(
+                    out,
+                    "Score {score:.2} is below {:.2}, but scale-down needs every dimension and {} has no data; nothing to change.",
+                    policy.down_trigger(),
+                    d_missing(missing_names, &policy.dimensions, memory).join(", ")
+                );
+            } else if score < policy.down_trigger() {
+                let _ = write!(
+                    out,
+                    "Score {score:.2} is below {:.2} but not yet held for the sustain windows (held {held_down:.2}); nothing to change.",
+                    policy.down_trigger()
+                );
+            } else {
+                let _ = write!(out, "Score {score:.2} is within {band}; nothing to change.");
+            }
+            if d.desired != d.current {
+                let _ = write!(out, " Replicas moved into bounds: {}.", change_text(d.current, d.desired));
+            }
+        }
+    }
+    if !complete && wants != Direction::None {
+        let _ = write!(
+            out,
+            " Scored without {} (policy Renormalize).",
+            d_missing(missing_names, &policy.dimensions, memory).join(", ")
+        );
+    }
+    if let Some(l) = &d.limited
+        && d.action != Action::Hold
+    {
+        let _ = write!(out, " Limited: {l}.");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,211 @@
+//! The decision engine's view of a plan: plain numbers in seconds, compiled once per plan
+//! generation so a decision never re-reads the YAML-shaped spec.
+
+use crate::crd::{CapacityKind, FulfillmentPlanSpec, MissingDataPolicy, ScalingRules, SelectPolicy, WorkloadRole};
+
+/// How per-dimension ratios combine into one score.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Combine {
+    /// Weighted mean of the ratios (FulfillmentPlan's rule).
+    WeightedMean,
+    /// Largest ratio (the HorizontalPodAutoscaler's rule with several metrics); used by the
+    /// simulator's `--baseline hpa`.
+    Max,
+}
+
+/// One dimension, in engine terms.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DimensionPolicy {
+    /// Dimension name, as in the plan.
+    pub name: String,
+    /// Weight, as in the plan (normalised when combined).
+    pub weight: f64,
+    /// Target value.
+    pub target: f64,
+    /// Sustain window in seconds.
+    pub sustain_secs: f64,
+    /// Utilization or demand.
+    pub kind: CapacityKind,
+    /// Which workload the capacity is counted in.
+    pub workload: WorkloadRole,
+}
+
+/// Replica bounds of one workload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    /// Fewest replicas.
+    pub min: u32,
+    /// Most replicas.
+    pub max: u32,
+}
+
+impl Bounds {
+    /// `replicas` moved into `[min, max]`.
+    pub fn clamp(&self, replicas: u32) -> u32 {
+        replicas.clamp(self.min, self.max.max(self.min))
+    }
+}
+
+/// HPA-v2-style behavior in one direction.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepRules {
+    /// Stabilization window in seconds.
+    pub stabilization_secs: f64,
+    /// Most pods per period.
+    pub max_pods: Option<u32>,
+    /// Most percent per period.
+    pub max_percent: Option<u32>,
+    /// Period of the limits, seconds.
+    pub period_secs: f64,
+    /// Which limit wins.
+    pub select: SelectPolicy,
+}
+
+impl From<&ScalingRules> for StepRules {
+    fn from(r: &ScalingRules) -> Self {
+        Self {
+            stabilization_secs: r.stabilization_window.as_secs_f64(),
+            max_pods: r.max_step_pods.map(|p| p.max(1) as u32),
+            max_percent: r.max_step_percent.map(|p| p.max(1) as u32),
+            period_secs: r.step_period.as_secs_f64().max(1.0),
+            select: r.select_policy,
+        }
+    }
+}
+
+/// What to do with missing data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MissingPolicy {
+    /// No scaling while anything is missing.
+    Hold,
+    /// Score on what is present; scale-down only if allowed.
+    Renormalize {
+        /// Allow scale-down with an incomplete set.
+        allow_scale_down: bool,
+    },
+    /// Raise to at least these replicas.
+    Fallback {
+        /// Broker floor while data is missing.
+        brokers: u32,
+        /// Worker floor while data is missing.
+        workers: u32,
+    },
+}
+
+/// Everything [`super::decide`] needs from a plan.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Policy {
+    /// Evaluation interval, seconds.
+    pub interval_secs: f64,
+    /// The dimensions, in plan order.
+    pub dimensions: Vec<DimensionPolicy>,
+    /// How ratios combine.
+    pub combine: Combine,
+    /// Broker bounds.
+    pub brokers: Bounds,
+    /// Worker bounds.
+    pub workers: Bounds,
+    /// Upper bound on workers per broker.
+    pub max_workers_per_broker: Option<u32>,
+    /// Scale-up threshold on the score.
+    pub scale_up_threshold: f64,
+    /// Scale-down threshold on the score.
+    pub scale_down_threshold: f64,
+    /// Relative tolerance band.
+    pub tolerance: f64,
+    /// Scale-up behavior.
+    pub scale_up: StepRules,
+    /// Scale-down behavior.
+    pub scale_down: StepRules,
+    /// Missing-data policy.
+    pub missing: MissingPolicy,
+}
+
+fn replicas(n: i32) -> u32 {
+    n.max(0) as u32
+}
+
+impl Policy {
+    /// Compile a plan spec. The spec should have passed [`crate::plan::validate`]; values are
+    /// still clamped defensively so that an unvalidated spec cannot make the engine misbehave.
+    pub fn from_spec(spec: &FulfillmentPlanSpec) -> Self {
+        let w = &spec.workloads;
+        let bounds = |wl: &crate::crd::Workload| {
+            let min = replicas(wl.min_replicas).max(1);
+            Bounds { min, max: replicas(wl.max_replicas).max(min) }
+        };
+        let missing = match spec.missing_data.policy {
+            MissingDataPolicy::Hold => MissingPolicy::Hold,
+            MissingDataPolicy::Renormalize => {
+                MissingPolicy::Renormalize { allow_scale_down: spec.missing_data.allow_scale_down_when_incomplete }
+            }
+            MissingDataPolicy::Fallback => match &spec.missing_data.fallback {
+                Some(f) => MissingPolicy::Fallback { brokers: replicas(f.brokers), workers: replicas(f.workers) },
+                None => MissingPolicy::Hold,
+            },
+        };
+        let finite_or = |v: f64, d: f64| if v.is_finite() && v > 0.0 { v } else { d };
+        Self {
+            interval_secs: spec.interval.as_secs_f64().max(1.0),
+            dimensions: spec
+                .dimensions
+                .iter()
+                .map(|d| DimensionPolicy {
+                    name: d.name.clone(),
+                    weight: finite_or(d.weight, 1.0),
+                    target: finite_or(d.target, 1.0),
+                    sustain_secs: d.sustain_for.as_secs_f64(),
+                    kind: d.kind,
+                    workload: d.workload,
+                })
+                .collect(),
+            combine: Combine::WeightedMean,
+            brokers: bounds(&w.brokers),
+            workers: bounds(&w.workers),
+            max_workers_per_broker: w.max_workers_per_broker.map(|k| replicas(k).max(1)),
+            scale_up_threshold: finite_or(spec.scaling.scale_up_threshold, 1.0),
+            scale_down_threshold: finite_or(spec.scaling.scale_down_threshold, 1.0)
+                .min(finite_or(spec.scaling.scale_up_threshold, 1.0)),
+            tolerance: if spec.scaling.tolerance.is_finite() { spec.scaling.tolerance.clamp(0.0, 0.5) } else { 0.1 },
+            scale_up: StepRules::from(&spec.scaling.scale_up),
+            scale_down: StepRules::from(&spec.scaling.scale_down),
+            missing,
+        }
+    }
+
+    /// The HorizontalPodAutoscaler-v2 policy the simulator compares against: the same metrics
+    /// and bounds, the largest ratio instead of a weighted mean, no sustain windows, HPA's
+    /// default behavior and tolerance, brokers and workers scaled independently, missing metrics
+    /// ignored but blocking scale-down (what the HPA controller does).
+    pub fn hpa_baseline(&self) -> Self {
+        Self {
+            interval_secs: 15.0,
+            dimensions: self.dimensions.iter().map(|d| DimensionPolicy { sustain_secs: 0.0, ..d.clone() }).collect(),
+            combine: Combine::Max,
+            brokers: self.brokers,
+            workers: self.workers,
+            max_workers_per_broker: None,
+            scale_up_threshold: 1.0,
+            scale_down_threshold: 1.0,
+            tolerance: 0.1,
+            scale_up: StepRules::from(&ScalingRules::default_up()),
+            scale_down: StepRules::from(&ScalingRules::default_down()),
+            missing: MissingPolicy::Renormalize { allow_scale_down: false },
+        }
+    }
+
+    /// The score above which the plan scales up.
+    pub fn up_trigger(&self) -> f64 {
+        self.scale_up_threshold * (1.0 + self.tolerance)
+    }
+
+    /// The score below which the plan scales down.
+    pub fn down_trigger(&self) -> f64 {
+        self.scale_down_threshold * (1.0 - self.tolerance)
+    }
+
+    /// The longest sustain window of any dimension, seconds.
+    pub fn longest_sustain(&self) -> f64 {
+        self.dimensions.iter().map(|d| d.sustain_secs).fold(0.0, f64::max)
+    }
+}

@@ -1,0 +1,16 @@
+//! fulfillment-operator: scales message brokers and their worker fleets together from a
+//! weighted load score read from Prometheus.
+//!
+//! - [`crd`]: the `FulfillmentPlan` custom resource (the one source of truth for the CRD).
+//! - [`plan`]: reading and validating plans (the CRD's own CEL rules, evaluated locally).
+//! - [`engine`]: the pure decision engine — "why did it scale" lives there.
+//! - [`prometheus`]: the metric source (instant and range queries).
+//! - [`simulate`]: replaying a plan over a trace or Prometheus history.
+
+pub mod crd;
+pub mod duration;
+pub mod engine;
+pub mod plan;
+pub mod prometheus;
+pub mod simulate;
+pub mod yaml;
