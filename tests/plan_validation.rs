@@ -1,0 +1,119 @@
+//! Bad plans are refused with a message that names the field and the fix. The rules are the
+//! CRD's own CEL rules, evaluated locally.
+
+use fulfillment_operator::plan::{self, PlanError};
+
+const EXAMPLE: &str = include_str!("../examples/orders-plan.yaml");
+
+fn with(from: &str, to: &str) -> String {
+    assert!(EXAMPLE.contains(from), "example lacks {from:?}");
+    EXAMPLE.replacen(from, to, 1)
+}
+
+fn error_of(yaml: &str) -> String {
+    match plan::parse(yaml) {
+        Ok(_) => panic!("plan was accepted:\n{yaml}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn the_example_is_valid() {
+    let p = plan::parse(EXAMPLE).expect("valid");
+    assert_eq!(p.spec.dimensions.len(), 3);
+    assert_eq!(p.spec.interval.as_secs_f64(), 15.0);
+}
+
+#[test]
+fn min_above_max_is_refused() {
+    let e = error_of(&with("minReplicas: 12\n      maxReplicas: 60", "minReplicas: 70\n      maxReplicas: 60"));
+    assert!(e.contains("spec.workloads.workers"), "{e}");
+    assert!(e.contains("minReplicas must be less than or equal to maxReplicas"), "{e}");
+}
+
+#[test]
+fn zero_and_negative_weights_are_refused() {
+    for w in ["0", "-0.4"] {
+        let e = error_of(&with("weight: 0.40", &format!("weight: {w}")));
+        assert!(e.contains("spec.dimensions[0].weight"), "{e}");
+        assert!(e.contains("weight must be greater than 0"), "{e}");
+    }
+}
+
+#[test]
+fn duplicate_dimension_names_are_refused() {
+    let e = error_of(&with("name: infrastructure", "name: business"));
+    assert!(e.contains("dimension names must be unique"), "{e}");
+}
+
+#[test]
+fn unordered_thresholds_are_refused() {
+    let e = error_of(&with("scaleDownThreshold: 1.0", "scaleDownThreshold: 1.5"));
+    assert!(e.contains("scaleDownThreshold must not exceed scaleUpThreshold"), "{e}");
+}
+
+#[test]
+fn malformed_durations_are_refused() {
+    let e = error_of(&with("for: 2m", "for: 2 minutes"));
+    assert!(e.contains("not a duration"), "{e}");
+    assert!(e.contains("dimensions[0]"), "{e}");
+    let e = error_of(&with("interval: 15s", "interval: 500ms"));
+    assert!(e.contains("interval must be a Go duration of at least 1s"), "{e}");
+    let e = error_of(&with("for: 5m", "for: 2h"));
+    assert!(e.contains("for must be a Go duration of at most 1h"), "{e}");
+}
+
+#[test]
+fn unknown_fields_and_wrong_types_are_named() {
+    let e = error_of(&with("tolerance: 0.1", "tolerance: 0.1\n    tolerence: 0.2"));
+    assert!(e.contains("unknown field spec.scaling.tolerence"), "{e}");
+    let e = error_of(&with("minReplicas: 3", "minReplicas: three"));
+    assert!(e.contains("spec.workloads.brokers.minReplicas"), "{e}");
+    assert!(e.contains("line"), "{e}");
+}
+
+#[test]
+fn missing_required_fields_are_named() {
+    let e = error_of(&with("      target: 700 # orders per minute one worker handles\n", ""));
+    assert!(e.contains("missing field `target`"), "{e}");
+}
+
+#[test]
+fn wrong_kind_is_named() {
+    let e = error_of("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n");
+    assert!(e.contains("expected apiVersion fulfillment.dev/v1alpha1 and kind FulfillmentPlan"), "{e}");
+}
+
+#[test]
+fn fallback_needs_replicas_within_bounds() {
+    let e = error_of(&with("policy: Hold", "policy: Fallback"));
+    assert!(e.contains("policy Fallback needs fallback replicas"), "{e}");
+    let e = error_of(&with("policy: Hold", "policy: Fallback\n    fallback: {brokers: 2, workers: 20}"));
+    assert!(e.contains("missingData.fallback must lie within"), "{e}");
+    plan::parse(&with("policy: Hold", "policy: Fallback\n    fallback: {brokers: 4, workers: 20}")).expect("valid");
+}
+
+#[test]
+fn prometheus_address_and_tls_rules() {
+    let e = error_of(&with("http://prometheus-operated", "prometheus-operated"));
+    assert!(e.contains("must start with http:// or https://"), "{e}");
+    let e = error_of(&with("timeout: 5s", "timeout: 5s\n    tls: {insecureSkipVerify: true}"));
+    assert!(e.contains("insecureSkipVerify only applies to an https:// address"), "{e}");
+}
+
+#[test]
+fn unreachable_worker_minimum_is_refused() {
+    let yaml = with("maxWorkersPerBroker: 5", "maxWorkersPerBroker: 1")
+        .replace("minReplicas: 12\n      maxReplicas: 60", "minReplicas: 13\n      maxReplicas: 60");
+    let e = error_of(&yaml);
+    assert!(e.contains("workers.minReplicas cannot be reached"), "{e}");
+}
+
+#[test]
+fn every_violation_is_listed() {
+    let yaml = with("weight: 0.40", "weight: 0").replace("tolerance: 0.1", "tolerance: 0.9");
+    match plan::parse(&yaml) {
+        Err(PlanError::Invalid(v)) => assert_eq!(v.len(), 2, "{v:?}"),
+        other => panic!("{other:?}"),
+    }
+}
