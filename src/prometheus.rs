@@ -1,1 +1,318 @@
-//! Prometheus source.
+//! The metric source: instant and range queries against the Prometheus HTTP API, built on
+//! `prometheus-http-query` with our own `reqwest` client (timeout, bearer token, custom CA).
+//!
+//! A plan's query must return exactly one sample. The source keeps apart what the engine and
+//! the user need to tell apart: no data (an empty result), not a number (a NaN sample — left to
+//! [`crate::engine::Reading::from_f64`]), more than one series (an error naming the series: the
+//! query must aggregate), and a failed query (unreachable, timeout, HTTP error, or Prometheus's
+//! own PromQL error text).
+
+use std::{collections::HashMap, fmt, time::Duration};
+
+use prometheus_http_query::{Client, Error as PromError, response::Data};
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+
+use crate::engine::{Missing, Reading};
+
+/// How to reach one Prometheus server.
+#[derive(Clone, Default)]
+pub struct PrometheusConfig {
+    /// Base URL, `http://` or `https://`.
+    pub address: String,
+    /// Per-query timeout (connect + response).
+    pub timeout: Duration,
+    /// Bearer token sent on every request. Never printed.
+    pub bearer_token: Option<String>,
+    /// PEM CA bundle added to the system roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Accept any server certificate (testing only).
+    pub insecure_skip_verify: bool,
+}
+
+impl fmt::Debug for PrometheusConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrometheusConfig")
+            .field("address", &self.address)
+            .field("timeout", &self.timeout)
+            .field("bearer_token", &self.bearer_token.as_ref().map(|_| "<redacted>"))
+            .field("ca_pem", &self.ca_pem.as_ref().map(|c| format!("{} bytes", c.len())))
+            .field("insecure_skip_verify", &self.insecure_skip_verify)
+            .finish()
+    }
+}
+
+/// The source could not be set up from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The address is not a usable URL.
+    #[error("prometheus address {address:?} is not usable: {detail}")]
+    Address {
+        /// The address given.
+        address: String,
+        /// Why.
+        detail: String,
+    },
+    /// The CA bundle is not PEM.
+    #[error("the Prometheus CA bundle is not a PEM certificate bundle: {0}")]
+    CaBundle(String),
+    /// The token cannot be sent in a header.
+    #[error(
+        "the Prometheus bearer token contains characters not allowed in an HTTP header (check the Secret for a trailing newline or binary data)"
+    )]
+    Token,
+    /// The HTTP client could not be built.
+    #[error("cannot build the HTTP client for Prometheus: {0}")]
+    Client(String),
+}
+
+/// Why a query gave no usable value.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum QueryError {
+    /// The result was empty.
+    #[error("query {query:?} returned no series")]
+    NoData {
+        /// The query.
+        query: String,
+    },
+    /// The result had more than one series.
+    #[error(
+        "query {query:?} returned {count} series ({series}); aggregate it (sum, avg, max, ...) so that it returns one"
+    )]
+    MultipleSeries {
+        /// The query.
+        query: String,
+        /// How many series.
+        count: usize,
+        /// The first few series' labels.
+        series: String,
+    },
+    /// Prometheus could not be reached.
+    #[error("Prometheus at {address} is unreachable: {detail}")]
+    Unreachable {
+        /// The address.
+        address: String,
+        /// The connection error.
+        detail: String,
+    },
+    /// No answer within the timeout.
+    #[error("query {query:?} timed out after {timeout:?}")]
+    Timeout {
+        /// The query.
+        query: String,
+        /// The timeout.
+        timeout: Duration,
+    },
+    /// Prometheus refused the query (bad PromQL, execution error); the message is Prometheus's.
+    #[error("Prometheus rejected query {query:?}: {message}")]
+    Rejected {
+        /// The query.
+        query: String,
+        /// Prometheus's error text.
+        message: String,
+    },
+    /// Any other HTTP or decoding failure.
+    #[error("query {query:?} failed: {detail}")]
+    Failed {
+        /// The query.
+        query: String,
+        /// What happened.
+        detail: String,
+    },
+}
+
+impl QueryError {
+    /// A short label for metrics (`no_data`, `timeout`, ...).
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            QueryError::NoData { .. } => "no_data",
+            QueryError::MultipleSeries { .. } => "multiple_series",
+            QueryError::Unreachable { .. } => "unreachable",
+            QueryError::Timeout { .. } => "timeout",
+            QueryError::Rejected { .. } => "rejected",
+            QueryError::Failed { .. } => "failed",
+        }
+    }
+
+    /// As an engine reading: why the dimension is missing.
+    pub fn to_missing(&self) -> Missing {
+        match self {
+            QueryError::NoData { .. } => Missing::NoData,
+            QueryError::MultipleSeries { count, series, .. } => Missing::MultipleSeries(format!("{count}: {series}")),
+            other => Missing::QueryFailed(other.to_string()),
+        }
+    }
+}
+
+/// Install the process-wide rustls crypto provider (ring, the one kube uses). Idempotent.
+pub fn install_crypto_provider() {
+    // An Err means a provider is already installed, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A connection to one Prometheus server.
+#[derive(Clone)]
+pub struct PrometheusSource {
+    client: Client,
+    address: String,
+    timeout: Duration,
+}
+
+impl fmt::Debug for PrometheusSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrometheusSource").field("address", &self.address).field("timeout", &self.timeout).finish()
+    }
+}
+
+impl PrometheusSource {
+    /// Build a source. No request is made here.
+    pub fn new(config: &PrometheusConfig) -> Result<Self, ConfigError> {
+        install_crypto_provider();
+        let address = config.address.trim_end_matches('/').to_string();
+        if !(address.starts_with("http://") || address.starts_with("https://")) {
+            return Err(ConfigError::Address { address, detail: "it must start with http:// or https://".into() });
+        }
+        let timeout = if config.timeout.is_zero() { Duration::from_secs(5) } else { config.timeout };
+        let mut builder = reqwest::Client::builder().timeout(timeout).connect_timeout(timeout);
+        if let Some(token) = &config.bearer_token {
+            let mut value =
+                HeaderValue::from_str(&format!("Bearer {}", token.trim())).map_err(|_| ConfigError::Token)?;
+            value.set_sensitive(true);
+            let mut headers = HeaderMap::new();
+            headers.insert(AUTHORIZATION, value);
+            builder = builder.default_headers(headers);
+        }
+        if let Some(pem) = &config.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| ConfigError::CaBundle(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(ConfigError::CaBundle("no certificate found".into()));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        if config.insecure_skip_verify {
+            builder = builder.tls_danger_accept_invalid_certs(true);
+        }
+        let http = builder.build().map_err(|e| ConfigError::Client(error_chain(&e)))?;
+        let client = Client::from(http, &address)
+            .map_err(|e| ConfigError::Address { address: address.clone(), detail: e.to_string() })?;
+        Ok(Self { client, address, timeout })
+    }
+
+    /// The server's address.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Evaluate `query` now (or at unix time `at`) and return its single value.
+    pub async fn instant(&self, query: &str, at: Option<i64>) -> Result<f64, QueryError> {
+        let mut request = self.client.query(query).timeout(self.timeout.as_millis() as i64);
+        if let Some(t) = at {
+            request = request.at(t);
+        }
+        let result = request.get().await.map_err(|e| self.classify(query, e))?;
+        match result.data() {
+            Data::Scalar(sample) => Ok(sample.value()),
+            Data::Vector(series) => match series.as_slice() {
+                [] => Err(QueryError::NoData { query: query.to_string() }),
+                [one] => Ok(one.sample().value()),
+                many => Err(multiple(query, many.iter().map(|s| s.metric()))),
+            },
+            Data::Matrix(_) => Err(QueryError::Failed {
+                query: query.to_string(),
+                detail: "it returns a range vector; a plan's query must return an instant value (wrap the range in a function such as rate() or avg_over_time())".into(),
+            }),
+        }
+    }
+
+    /// [`Self::instant`] as an engine reading.
+    pub async fn reading(&self, query: &str) -> Reading {
+        match self.instant(query, None).await {
+            Ok(v) => Reading::from_f64(v),
+            Err(e) => Reading::Missing(e.to_missing()),
+        }
+    }
+
+    /// Evaluate `query` over `[start, end]` (unix seconds) every `step` seconds. An empty result
+    /// is an empty list; more than one series is an error.
+    pub async fn range(&self, query: &str, start: i64, end: i64, step: f64) -> Result<Vec<(f64, f64)>, QueryError> {
+        let result = self
+            .client
+            .query_range(query, start, end, step)
+            .timeout(self.timeout.as_millis() as i64)
+            .get()
+            .await
+            .map_err(|e| self.classify(query, e))?;
+        match result.data() {
+            Data::Matrix(series) => match series.as_slice() {
+                [] => Ok(Vec::new()),
+                [one] => Ok(one.samples().iter().map(|s| (s.timestamp(), s.value())).collect()),
+                many => Err(multiple(query, many.iter().map(|s| s.metric()))),
+            },
+            Data::Scalar(s) => Ok(vec![(s.timestamp(), s.value())]),
+            Data::Vector(_) => Err(QueryError::Failed {
+                query: query.to_string(),
+                detail: "Prometheus answered a range query with an instant vector".into(),
+            }),
+        }
+    }
+
+    fn classify(&self, query: &str, error: PromError) -> QueryError {
+        match &error {
+            PromError::Prometheus(e) if e.is_timeout() => {
+                QueryError::Timeout { query: query.to_string(), timeout: self.timeout }
+            }
+            PromError::Prometheus(e) => QueryError::Rejected {
+                query: query.to_string(),
+                message: format!("{:?}: {}", e.error_type(), e.message()),
+            },
+            PromError::Client(c) => match c.inner() {
+                Some(r) if r.is_timeout() => QueryError::Timeout { query: query.to_string(), timeout: self.timeout },
+                Some(r) if r.is_connect() => {
+                    QueryError::Unreachable { address: self.address.clone(), detail: error_chain(r) }
+                }
+                Some(r) if r.status().is_some() => QueryError::Failed {
+                    query: query.to_string(),
+                    detail: format!(
+                        "HTTP {} from {}",
+                        r.status().map(|s| s.to_string()).unwrap_or_default(),
+                        self.address
+                    ),
+                },
+                Some(r) => QueryError::Failed { query: query.to_string(), detail: error_chain(r) },
+                None => QueryError::Failed { query: query.to_string(), detail: error_chain(&error) },
+            },
+            _ => QueryError::Failed { query: query.to_string(), detail: error_chain(&error) },
+        }
+    }
+}
+
+fn multiple<'a>(query: &str, metrics: impl ExactSizeIterator<Item = &'a HashMap<String, String>>) -> QueryError {
+    let count = metrics.len();
+    let series = metrics
+        .take(3)
+        .map(|m| {
+            let mut labels: Vec<_> = m.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+            labels.sort();
+            format!("{{{}}}", labels.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let series = if count > 3 { format!("{series}, ...") } else { series };
+    QueryError::MultipleSeries { query: query.to_string(), count, series }
+}
+
+/// An error and its sources, one line.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}

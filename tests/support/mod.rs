@@ -1,0 +1,318 @@
+//! Test support: a real Prometheus (Debian's package) on a loopback port, an exporter the test
+//! controls, a backfilled TSDB for history, and a tiny HTTP stub for what Prometheus cannot do
+//! (check a bearer token, answer slowly).
+//!
+//! Tests that need Prometheus start it; when the binary is missing they fail with the command
+//! that installs it, never skip.
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+/// Find a binary: `$ENV_VAR`, then `PATH`. Panics with the install command when absent.
+pub fn binary(name: &str, env_var: &str) -> PathBuf {
+    if let Ok(p) = std::env::var(env_var) {
+        return PathBuf::from(p);
+    }
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        let candidate = Path::new(dir).join(name);
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!(
+        "`{name}` is not installed: these tests run a real Prometheus. Install it with \
+         `apt-get install -y prometheus` (the README's test command, ./ci-test.sh, does this) or set {env_var}."
+    );
+}
+
+/// A free loopback port (bound and released; good enough on a test machine).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Poll `check` until it returns Some or the deadline passes.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Plain-HTTP GET on loopback, returning (status, body).
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((status, body))
+}
+
+/// A request as the stub saw it.
+#[derive(Clone, Debug)]
+pub struct SeenRequest {
+    /// Request line, e.g. `GET /api/v1/query?query=up HTTP/1.1`.
+    pub line: String,
+    /// Header lines, lower-cased names.
+    pub headers: Vec<(String, String)>,
+}
+
+impl SeenRequest {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A one-thread-per-connection HTTP/1.1 stub: the handler gives (status, content type, body),
+/// or None to hold the connection open without answering.
+pub struct HttpStub {
+    /// `127.0.0.1:PORT`.
+    pub addr: SocketAddr,
+    /// Every request seen.
+    pub seen: Arc<Mutex<Vec<SeenRequest>>>,
+}
+
+impl HttpStub {
+    pub fn start(
+        handler: impl Fn(&SeenRequest) -> Option<(u16, &'static str, String)> + Send + Sync + 'static,
+    ) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let handler = Arc::new(handler);
+        let seen2 = seen.clone();
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let handler = handler.clone();
+                let seen = seen2.clone();
+                thread::spawn(move || serve(stream, &*handler, &seen));
+            }
+        });
+        Self { addr, seen }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+fn serve(
+    stream: TcpStream,
+    handler: &(dyn Fn(&SeenRequest) -> Option<(u16, &'static str, String)> + Send + Sync),
+    seen: &Mutex<Vec<SeenRequest>>,
+) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut stream = stream;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut headers = Vec::new();
+        let mut content_length = 0usize;
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((n, v)) = h.split_once(':') {
+                let n = n.trim().to_ascii_lowercase();
+                if n == "content-length" {
+                    content_length = v.trim().parse().unwrap_or(0);
+                }
+                headers.push((n, v.trim().to_string()));
+            }
+        }
+        let mut body = vec![0; content_length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let request = SeenRequest { line: line.trim_end().to_string(), headers };
+        seen.lock().unwrap().push(request.clone());
+        match handler(&request) {
+            Some((status, content_type, body)) => {
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                if stream.write_all(reply.as_bytes()).is_err() {
+                    return;
+                }
+            }
+            None => {
+                thread::sleep(Duration::from_secs(60));
+                return;
+            }
+        }
+    }
+}
+
+/// An exporter whose `/metrics` text the test sets.
+pub struct Exporter {
+    stub: HttpStub,
+    text: Arc<Mutex<String>>,
+}
+
+impl Exporter {
+    pub fn start() -> Self {
+        let text = Arc::new(Mutex::new(String::new()));
+        let t = text.clone();
+        let stub = HttpStub::start(move |_| Some((200, "text/plain; version=0.0.4", t.lock().unwrap().clone())));
+        Self { stub, text }
+    }
+
+    /// Replace the exposition text, e.g. `orders_per_minute 8500\n`.
+    pub fn set(&self, text: &str) {
+        *self.text.lock().unwrap() = text.to_string();
+    }
+
+    /// `host:port` for a scrape config.
+    pub fn target(&self) -> String {
+        self.stub.addr.to_string()
+    }
+}
+
+/// A running Prometheus; stopped on drop.
+pub struct Prometheus {
+    child: Option<Child>,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    dir: tempfile::TempDir,
+    data: PathBuf,
+    args: Vec<String>,
+}
+
+impl Prometheus {
+    /// Start scraping `targets` every second.
+    pub fn scraping(targets: &[String]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        Self::launch(dir, data, targets, None)
+    }
+
+    /// Backfill `openmetrics` (lines `name{labels} value unix_seconds`, ending in `# EOF`) with
+    /// promtool and start Prometheus on the result.
+    pub fn backfilled(openmetrics: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let input = dir.path().join("history.om");
+        std::fs::write(&input, openmetrics).unwrap();
+        let out = Command::new(binary("promtool", "PROMTOOL_BIN"))
+            .args(["tsdb", "create-blocks-from", "openmetrics"])
+            .arg(&input)
+            .arg(&data)
+            .output()
+            .expect("promtool runs");
+        assert!(out.status.success(), "promtool failed: {}", String::from_utf8_lossy(&out.stderr));
+        Self::launch(dir, data, &[], None)
+    }
+
+    /// Start serving HTTPS with `cert_pem`/`key_pem` (Prometheus's own web TLS config).
+    pub fn with_tls(cert_pem: &str, key_pem: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::write(dir.path().join("tls.crt"), cert_pem).unwrap();
+        std::fs::write(dir.path().join("tls.key"), key_pem).unwrap();
+        let web = format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\n",
+            dir.path().join("tls.crt").display(),
+            dir.path().join("tls.key").display()
+        );
+        std::fs::write(dir.path().join("web.yml"), web).unwrap();
+        Self::launch(dir, data, &[], Some("web.yml"))
+    }
+
+    fn launch(dir: tempfile::TempDir, data: PathBuf, targets: &[String], web_config: Option<&str>) -> Self {
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: test\n    static_configs:\n      - targets: [{}]\n",
+            targets.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ")
+        );
+        let config_path = dir.path().join("prometheus.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut args = vec![
+            format!("--config.file={}", config_path.display()),
+            format!("--storage.tsdb.path={}", data.display()),
+            "--storage.tsdb.retention.time=5y".to_string(),
+            format!("--web.listen-address={addr}"),
+            "--web.enable-lifecycle".to_string(),
+            "--log.level=warn".to_string(),
+        ];
+        if let Some(web) = web_config {
+            args.push(format!("--web.config.file={}", dir.path().join(web).display()));
+        }
+        let mut p = Self { child: None, addr, dir, data, args };
+        p.restart();
+        p
+    }
+
+    /// Start (again) with the same data, config and port.
+    pub fn restart(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("prometheus.log")).unwrap();
+        let child = Command::new(binary("prometheus", "PROMETHEUS_BIN"))
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("prometheus starts");
+        self.child = Some(child);
+        let tls = self.args.iter().any(|a| a.starts_with("--web.config.file"));
+        let addr = self.addr.clone();
+        let log_path = self.dir.path().join("prometheus.log");
+        wait_for(&format!("Prometheus on {addr} (log: {})", log_path.display()), Duration::from_secs(30), || {
+            if tls {
+                TcpStream::connect(&addr).ok().map(|_| ())
+            } else {
+                http_get(&addr, "/-/ready").filter(|(s, _)| *s == 200).map(|_| ())
+            }
+        });
+    }
+
+    /// Kill it (as a crash would); [`Self::restart`] brings it back.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn https_url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
