@@ -1,7 +1,18 @@
-use clap::{Parser, Subcommand};
+//! The `fulfillment-operator` command.
 
-/// fulfillment-operator scales message brokers and their worker fleets together from a
-/// weighted load score read from Prometheus.
+use std::{io::Write, path::PathBuf, process::ExitCode};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use fulfillment_operator::{
+    engine::{Policy, Replicas},
+    plan,
+    prometheus::{PrometheusConfig, PrometheusSource},
+    simulate::{self, ReplayOptions, Trace},
+};
+
+/// Scales message brokers and their worker fleet together from a weighted load score read from
+/// Prometheus. `simulate` replays a FulfillmentPlan over a recorded trace or Prometheus history
+/// with the same decision engine the controller uses.
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
 struct Cli {
@@ -13,11 +24,220 @@ struct Cli {
 enum Command {
     /// Print the FulfillmentPlan CustomResourceDefinition as YAML (what `crds/` ships).
     Crd,
+    /// Replay a plan over a recorded trace (CSV) or over Prometheus history, and print what the
+    /// operator would have done.
+    Simulate(SimulateArgs),
+    /// Check a plan file against the CRD's rules without a cluster.
+    Validate {
+        /// The plan YAML, as you would `kubectl apply` it.
+        plan: PathBuf,
+    },
 }
 
-fn main() {
+#[derive(Args)]
+struct SimulateArgs {
+    /// The plan YAML, as you would `kubectl apply` it.
+    plan: PathBuf,
+    /// A trace CSV: header `time,<dimension names…>[,brokers][,workers]`; time in seconds from
+    /// the start or RFC 3339; cells a number, NaN, +Inf/-Inf, or empty (no data).
+    #[arg(long, conflicts_with = "prometheus", required_unless_present = "prometheus")]
+    trace: Option<PathBuf>,
+    /// Backtest over Prometheus history at this URL, running the plan's own queries as range
+    /// queries.
+    #[arg(long, requires_all = ["from", "to"])]
+    prometheus: Option<String>,
+    /// Start of the history: RFC 3339, unix seconds, `now`, or `now-24h`.
+    #[arg(long)]
+    from: Option<String>,
+    /// End of the history, same forms as --from.
+    #[arg(long)]
+    to: Option<String>,
+    /// Resolution of the history's range queries (Go duration).
+    #[arg(long, default_value = "15s")]
+    step: String,
+    /// File holding a bearer token for --prometheus.
+    #[arg(long, env = "FULFILLMENT_PROMETHEUS_TOKEN_FILE")]
+    bearer_token_file: Option<PathBuf>,
+    /// PEM CA bundle for an https --prometheus.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    /// Also write an SVG plot here.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Also replay a baseline policy and compare the summaries.
+    #[arg(long, value_enum)]
+    baseline: Option<Baseline>,
+    /// Replicas at the start, e.g. `brokers=3,workers=12` (default: each workload's minReplicas).
+    #[arg(long)]
+    initial: Option<String>,
+    /// Replay utilization values exactly as recorded (no capacity feedback model).
+    #[arg(long)]
+    no_feedback: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    /// A timeline of the steps where something happened, and a summary.
+    Table,
+    /// One JSON object per evaluation.
+    Jsonl,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Baseline {
+    /// A HorizontalPodAutoscaler v2 on the same metrics: largest ratio, no sustain windows,
+    /// default behavior.
+    Hpa,
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Crd => print!("{}", fulfillment_operator::plan::crd_yaml()),
+    let result = match cli.command {
+        Command::Crd => {
+            print!("{}", plan::crd_yaml());
+            Ok(())
+        }
+        Command::Validate { plan } => plan::load(&plan)
+            .map(|p| {
+                println!("{}: valid FulfillmentPlan {:?}", plan.display(), p.metadata.name.unwrap_or_default());
+            })
+            .map_err(|e| e.to_string()),
+        Command::Simulate(args) => run_simulate(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
     }
+}
+
+fn parse_initial(text: &str) -> Result<(Option<u32>, Option<u32>), String> {
+    let (mut brokers, mut workers) = (None, None);
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, value) =
+            part.split_once('=').ok_or_else(|| format!("--initial {text:?}: write it like brokers=3,workers=12"))?;
+        let n: u32 = value
+            .trim()
+            .parse()
+            .map_err(|_| format!("--initial: {value:?} is not a replica count; write a whole number"))?;
+        match key.trim() {
+            "brokers" => brokers = Some(n),
+            "workers" => workers = Some(n),
+            other => return Err(format!("--initial: unknown workload {other:?}; use brokers= and workers=")),
+        }
+    }
+    Ok((brokers, workers))
+}
+
+fn parse_when(text: &str, flag: &str, now: i64) -> Result<i64, String> {
+    let text = text.trim();
+    if text == "now" {
+        return Ok(now);
+    }
+    if let Some(ago) = text.strip_prefix("now-") {
+        let d: fulfillment_operator::duration::GoDuration = ago.parse().map_err(|e| format!("{flag}: {e}"))?;
+        return Ok(now - d.as_secs_f64() as i64);
+    }
+    if let Ok(secs) = text.parse::<i64>() {
+        return Ok(secs);
+    }
+    text.parse::<jiff::Timestamp>().map(|t| t.as_second()).map_err(|_| {
+        format!("{flag} {text:?} is not a time; write RFC 3339 (2026-11-20T00:00:00Z), unix seconds, now, or now-24h")
+    })
+}
+
+fn run_simulate(args: SimulateArgs) -> Result<(), String> {
+    let plan = plan::load(&args.plan).map_err(|e| e.to_string())?;
+    let policy = Policy::from_spec(&plan.spec);
+    let (brokers, workers) = match &args.initial {
+        Some(text) => parse_initial(text)?,
+        None => (None, None),
+    };
+    let initial =
+        Replicas { brokers: brokers.unwrap_or(policy.brokers.min), workers: workers.unwrap_or(policy.workers.min) };
+    let trace = if let Some(path) = &args.trace {
+        let file = std::fs::File::open(path).map_err(|e| format!("cannot read trace {}: {e}", path.display()))?;
+        Trace::from_csv(std::io::BufReader::new(file), &policy).map_err(|e| format!("{}: {e}", path.display()))?
+    } else {
+        let url = args.prometheus.clone().unwrap_or_default();
+        let now = jiff::Timestamp::now().as_second();
+        let from = parse_when(args.from.as_deref().unwrap_or_default(), "--from", now)?;
+        let to = parse_when(args.to.as_deref().unwrap_or_default(), "--to", now)?;
+        let step: fulfillment_operator::duration::GoDuration = args.step.parse().map_err(|e| format!("--step: {e}"))?;
+        if step.as_secs_f64() < 1.0 {
+            return Err("--step must be at least 1s".into());
+        }
+        let bearer_token = match &args.bearer_token_file {
+            Some(p) => Some(std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?),
+            None => None,
+        };
+        let ca_pem = match &args.ca_file {
+            Some(p) => Some(std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?),
+            None => None,
+        };
+        let source = PrometheusSource::new(&PrometheusConfig {
+            address: url,
+            timeout: plan.spec.prometheus.timeout.as_std().max(std::time::Duration::from_secs(30)),
+            bearer_token,
+            ca_pem,
+            insecure_skip_verify: false,
+        })
+        .map_err(|e| e.to_string())?;
+        let queries: Vec<String> = plan.spec.dimensions.iter().map(|d| d.query.clone()).collect();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+        runtime
+            .block_on(Trace::from_prometheus(&source, &policy, &queries, from, to, step.as_secs_f64()))
+            .map_err(|e| e.to_string())?
+    };
+    let options = ReplayOptions { initial, feedback: !args.no_feedback };
+    let replay = simulate::replay("plan", &policy, &policy, &trace, options);
+    let baseline =
+        args.baseline.map(|Baseline::Hpa| simulate::replay("hpa", &policy.hpa_baseline(), &policy, &trace, options));
+
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let io = |e: std::io::Error| format!("cannot write output: {e}");
+    match args.output {
+        Output::Jsonl => {
+            for step in &replay.steps {
+                writeln!(out, "{}", simulate::jsonl_line(step)).map_err(io)?;
+            }
+        }
+        Output::Table => {
+            let name = plan.metadata.name.clone().unwrap_or_default();
+            writeln!(
+                out,
+                "Plan {name}: {} evaluations every {}s over {} of trace ({} dimensions with data: {}).\n",
+                replay.steps.len(),
+                replay.interval,
+                simulate::output_clock(trace.duration()),
+                trace.columns.len(),
+                trace.columns.join(", ")
+            )
+            .map_err(io)?;
+            simulate::print_table(&mut out, &replay).map_err(io)?;
+            writeln!(out).map_err(io)?;
+            let mut summaries = vec![(&replay, replay.summary())];
+            if let Some(b) = &baseline {
+                summaries.push((b, b.summary()));
+            }
+            simulate::summary_table(&mut out, &summaries).map_err(io)?;
+        }
+    }
+    if let Some(path) = &args.plot {
+        let title = format!("FulfillmentPlan {} — simulated", plan.metadata.name.clone().unwrap_or_default());
+        simulate::write_svg(path, &title, &replay, baseline.as_ref()).map_err(|e| e.to_string())?;
+        if matches!(args.output, Output::Table) {
+            writeln!(out, "Plot written to {}", path.display()).map_err(io)?;
+        }
+    }
+    Ok(())
 }

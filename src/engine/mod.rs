@@ -16,7 +16,9 @@
 //!    can never scale up and a short dip can never scale down.
 //! 3. The composite score is the weighted mean of the ratios (normalised weights).
 //! 4. Held-up score above `scaleUpThreshold × (1 + tolerance)` → recommend
-//!    `ceil(current × score ÷ scaleUpThreshold)`; held-down score below
+//!    `ceil(current × score ÷ scaleUpThreshold)`, sized by the score now (the excursion is held,
+//!    so it is real; sizing by the current score follows a ramp instead of trailing it by the
+//!    window); held-down score below
 //!    `scaleDownThreshold × (1 − tolerance)` → recommend `ceil(current × score ÷
 //!    scaleDownThreshold)`. Both workloads get the same factor; brokers are then raised to keep
 //!    `workers ≤ brokers × maxWorkersPerBroker`.
@@ -511,7 +513,10 @@ pub fn decide(policy: &Policy, memory: &Memory, now: f64, current: Replicas) -> 
     let mut rec = current;
     let mut wants = Direction::None;
     if held_up > up_trigger {
-        let factor = held_up / policy.scale_up_threshold;
+        // The excursion has been held for its windows, so it is real; the step is sized by the
+        // score now (never below the held score), so a ramp is followed rather than trailed by
+        // the length of the window.
+        let factor = score.max(held_up) / policy.scale_up_threshold;
         rec = Replicas {
             brokers: scaled(current.brokers, factor).max(current.brokers),
             workers: scaled(current.workers, factor).max(current.workers),
@@ -553,7 +558,7 @@ pub fn decide(policy: &Policy, memory: &Memory, now: f64, current: Replicas) -> 
             ));
         }
         let unbounded = if wants == Direction::Up {
-            scaled(cur, held_up / policy.scale_up_threshold)
+            scaled(cur, score.max(held_up) / policy.scale_up_threshold)
         } else if wants == Direction::Down {
             scaled(cur, held_down / policy.scale_down_threshold)
         } else {
@@ -788,7 +793,7 @@ fn explain(
         (Direction::Up, Action::ScaleUp) => {
             let _ = write!(
                 out,
-                "Score {held_up:.2} held above {:.2} ({}): {}.",
+                "Score {score:.2}, held above {:.2} for the sustain windows ({}): {}.",
                 policy.up_trigger(),
                 dims_text(&|b| b.held_up),
                 change_text(d.current, d.desired)

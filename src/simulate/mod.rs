@@ -1,0 +1,186 @@
+//! `simulate`: replay a plan over a recorded trace or Prometheus history with the same engine
+//! the controller uses.
+//!
+//! A replay is open-loop: recorded values do not react to simulated scaling. For utilization
+//! dimensions a simple feedback model is applied — each value is scaled by recorded capacity ÷
+//! simulated capacity (the trace's `brokers`/`workers` columns, or the initial replicas) — so
+//! adding replicas lowers utilization as it would. Demand dimensions are replayed as recorded.
+//! It is a model: it assumes new replicas are useful at once and load spreads evenly.
+
+mod output;
+mod plot;
+mod trace;
+
+use serde::Serialize;
+
+use crate::engine::{self, Action, CapacityKind, Decision, Memory, Policy, Reading, Replicas};
+
+pub use output::{clock as output_clock, jsonl_line, print_table, summary_table};
+pub use plot::{PlotError, write_svg};
+pub use trace::{Trace, TraceError, TraceRow};
+
+/// The sentence every output carries about the feedback model.
+pub const MODEL_NOTE: &str = "Replay is open-loop: recorded values do not react to simulated scaling. Utilization \
+dimensions are scaled by recorded ÷ simulated capacity (a model: new replicas help at once, load spreads evenly); \
+demand dimensions are replayed as recorded.";
+
+/// How to replay.
+#[derive(Clone, Copy, Debug)]
+pub struct ReplayOptions {
+    /// Replicas at the start (and the recorded capacity when the trace has no such column).
+    pub initial: Replicas,
+    /// Apply the utilization feedback model.
+    pub feedback: bool,
+}
+
+/// One evaluation of a replay.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReplayStep {
+    /// Seconds from the start of the trace.
+    pub t: f64,
+    /// The decision.
+    pub decision: Decision,
+}
+
+/// A whole replay.
+#[derive(Clone, Debug)]
+pub struct Replay {
+    /// Label (`plan` or `hpa`).
+    pub label: String,
+    /// Evaluation interval, seconds.
+    pub interval: f64,
+    /// Steps in time order.
+    pub steps: Vec<ReplayStep>,
+    /// The up and down score triggers (for plots).
+    pub triggers: (f64, f64),
+    /// The plan's dimension weights: "time above target" is measured with the plan's weighted
+    /// score for every replay, so a baseline is judged by the same yardstick.
+    pub weights: Vec<f64>,
+    /// The plan's scale-up trigger, the yardstick's threshold.
+    pub yardstick_trigger: f64,
+}
+
+/// Replay `policy` over `trace`, evaluating every `policy.interval_secs` on the latest row at or
+/// before each step.
+///
+/// `yardstick` is the plan the summary's "time above target" is measured with (the plan
+/// itself, or the plan a baseline is compared with).
+pub fn replay(label: &str, policy: &Policy, yardstick: &Policy, trace: &Trace, options: ReplayOptions) -> Replay {
+    let interval = policy.interval_secs.max(1.0);
+    let end = trace.duration();
+    let steps_count = (end / interval).floor() as usize + 1;
+    let mut steps = Vec::with_capacity(steps_count);
+    let mut memory = Memory::default();
+    let mut current = Replicas {
+        brokers: policy.brokers.clamp(options.initial.brokers),
+        workers: policy.workers.clamp(options.initial.workers),
+    };
+    let mut row_index = 0;
+    let mut readings = Vec::with_capacity(policy.dimensions.len());
+    for i in 0..steps_count {
+        let t = i as f64 * interval;
+        while row_index + 1 < trace.rows.len() && trace.rows[row_index + 1].t <= t + 1e-9 {
+            row_index += 1;
+        }
+        let row = &trace.rows[row_index];
+        readings.clear();
+        for (dim, cell) in policy.dimensions.iter().zip(&row.values) {
+            let reading = match cell {
+                None => Reading::Missing(engine::Missing::NoData),
+                Some(v) => {
+                    let v = if options.feedback && dim.kind == CapacityKind::Utilization {
+                        let recorded = match dim.workload {
+                            engine::WorkloadRole::Brokers => row.brokers.unwrap_or(options.initial.brokers),
+                            engine::WorkloadRole::Workers => row.workers.unwrap_or(options.initial.workers),
+                        };
+                        v * f64::from(recorded.max(1)) / f64::from(current.of(dim.workload).max(1))
+                    } else {
+                        *v
+                    };
+                    Reading::from_f64(v)
+                }
+            };
+            readings.push(reading);
+        }
+        let decision = engine::step(policy, &mut memory, t, &readings, current);
+        current = decision.desired;
+        steps.push(ReplayStep { t, decision });
+    }
+    Replay {
+        label: label.to_string(),
+        interval,
+        steps,
+        triggers: (policy.up_trigger(), policy.down_trigger()),
+        weights: yardstick.dimensions.iter().map(|d| d.weight).collect(),
+        yardstick_trigger: yardstick.up_trigger(),
+    }
+}
+
+/// Figures of a replay.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Summary {
+    /// Evaluations.
+    pub steps: usize,
+    /// Seconds replayed.
+    pub duration_secs: f64,
+    /// Scale-ups.
+    pub scale_ups: usize,
+    /// Scale-downs.
+    pub scale_downs: usize,
+    /// Fallback raises.
+    pub fallbacks: usize,
+    /// Broker replica-minutes.
+    pub broker_replica_minutes: f64,
+    /// Worker replica-minutes.
+    pub worker_replica_minutes: f64,
+    /// Seconds with the plan's weighted score above the plan's scale-up trigger
+    /// (under-provisioned beyond the tolerance).
+    pub secs_above_target: f64,
+    /// Seconds with some dimension missing.
+    pub secs_missing_data: f64,
+    /// Most brokers.
+    pub peak_brokers: u32,
+    /// Most workers.
+    pub peak_workers: u32,
+}
+
+impl Replay {
+    /// Summarise.
+    pub fn summary(&self) -> Summary {
+        let mut s = Summary { steps: self.steps.len(), ..Summary::default() };
+        let minutes = self.interval / 60.0;
+        for step in &self.steps {
+            let d = &step.decision;
+            match d.action {
+                Action::ScaleUp => s.scale_ups += 1,
+                Action::ScaleDown => s.scale_downs += 1,
+                Action::Fallback => s.fallbacks += 1,
+                Action::Hold => {}
+            }
+            s.broker_replica_minutes += f64::from(d.desired.brokers) * minutes;
+            s.worker_replica_minutes += f64::from(d.desired.workers) * minutes;
+            if self.weighted_score(d).is_some_and(|x| x > self.yardstick_trigger) {
+                s.secs_above_target += self.interval;
+            }
+            if d.dimensions.iter().any(|b| b.missing.is_some()) {
+                s.secs_missing_data += self.interval;
+            }
+            s.peak_brokers = s.peak_brokers.max(d.desired.brokers);
+            s.peak_workers = s.peak_workers.max(d.desired.workers);
+        }
+        s.duration_secs = self.steps.len() as f64 * self.interval;
+        s
+    }
+
+    /// The plan's weighted score of a decision's ratios (None without data).
+    pub fn weighted_score(&self, d: &Decision) -> Option<f64> {
+        let (mut sum, mut total) = (0.0, 0.0);
+        for (b, w) in d.dimensions.iter().zip(&self.weights) {
+            if let Some(r) = b.ratio {
+                sum += w * r;
+                total += w;
+            }
+        }
+        (total > 0.0).then(|| sum / total)
+    }
+}

@@ -1,0 +1,148 @@
+//! Replay output: the JSONL contract and the readable table.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+use super::{MODEL_NOTE, Replay, ReplayStep, Summary};
+use crate::engine::{Action, Decision};
+
+/// One JSONL object per evaluation (the contract in the README).
+#[derive(Serialize)]
+struct JsonStep<'a> {
+    t: f64,
+    score: Option<f64>,
+    held_up: Option<f64>,
+    held_down: Option<f64>,
+    dimensions: BTreeMap<&'a str, JsonDimension<'a>>,
+    brokers: u32,
+    workers: u32,
+    action: Action,
+    reason: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limited: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct JsonDimension<'a> {
+    value: Option<f64>,
+    ratio: Option<f64>,
+    sustained_ratio: Option<f64>,
+    contribution: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    missing: Option<&'a crate::engine::Missing>,
+}
+
+/// Numbers JSON can carry: NaN and infinities become null.
+fn finite(v: Option<f64>) -> Option<f64> {
+    v.filter(|x| x.is_finite())
+}
+
+/// The JSONL line for one step.
+pub fn jsonl_line(step: &ReplayStep) -> String {
+    let d = &step.decision;
+    let line = JsonStep {
+        t: step.t,
+        score: finite(d.score),
+        held_up: finite(d.held_up),
+        held_down: finite(d.held_down),
+        dimensions: d
+            .dimensions
+            .iter()
+            .map(|b| {
+                (
+                    b.name.as_str(),
+                    JsonDimension {
+                        value: finite(b.value),
+                        ratio: finite(b.ratio),
+                        sustained_ratio: finite(b.sustained_ratio),
+                        contribution: finite(b.contribution),
+                        missing: b.missing.as_ref(),
+                    },
+                )
+            })
+            .collect(),
+        brokers: d.desired.brokers,
+        workers: d.desired.workers,
+        action: d.action,
+        reason: &d.reason,
+        limited: d.limited.as_deref(),
+    };
+    serde_json::to_string(&line).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+/// `h:mm:ss` from seconds.
+pub fn clock(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    format!("{}:{:02}:{:02}", s / 3600, (s % 3600) / 60, s % 60)
+}
+
+fn missing_set(d: &Decision) -> Vec<&str> {
+    d.dimensions.iter().filter(|b| b.missing.is_some()).map(|b| b.name.as_str()).collect()
+}
+
+/// The timeline of steps where something happened: actions, and data gaps opening or closing.
+pub fn print_table(out: &mut impl Write, replay: &Replay) -> io::Result<()> {
+    writeln!(out, "{:>8}  {:<9}  {:>7}  {:>7}  {:>5}  reason", "time", "action", "brokers", "workers", "score")?;
+    let mut previous_missing: Vec<&str> = Vec::new();
+    for step in &replay.steps {
+        let d = &step.decision;
+        let missing = missing_set(d);
+        let gap_changed = missing != previous_missing;
+        if d.action != Action::Hold || gap_changed {
+            let score = d.score.map(|s| format!("{s:.2}")).unwrap_or_else(|| "-".into());
+            let brokers = if d.desired.brokers != d.current.brokers {
+                format!("{}→{}", d.current.brokers, d.desired.brokers)
+            } else {
+                d.desired.brokers.to_string()
+            };
+            let workers = if d.desired.workers != d.current.workers {
+                format!("{}→{}", d.current.workers, d.desired.workers)
+            } else {
+                d.desired.workers.to_string()
+            };
+            let reason = if d.action == Action::Hold && missing.is_empty() {
+                format!("Data for {} is back. {}", previous_missing.join(", "), d.reason)
+            } else {
+                d.reason.clone()
+            };
+            writeln!(
+                out,
+                "{:>8}  {:<9}  {:>7}  {:>7}  {:>5}  {}",
+                clock(step.t),
+                d.action.to_string(),
+                brokers,
+                workers,
+                score,
+                reason
+            )?;
+        }
+        previous_missing = missing;
+    }
+    Ok(())
+}
+
+/// Summaries side by side (one column per replay).
+pub fn summary_table(out: &mut impl Write, replays: &[(&Replay, Summary)]) -> io::Result<()> {
+    let header: Vec<&str> = replays.iter().map(|(r, _)| r.label.as_str()).collect();
+    writeln!(out, "{:<34}{}", "summary", header.iter().map(|h| format!("{h:>12}")).collect::<String>())?;
+    let rows: [(&str, Box<dyn Fn(&Summary) -> String>); 10] = [
+        ("duration", Box::new(|s| clock(s.duration_secs))),
+        ("evaluations", Box::new(|s| s.steps.to_string())),
+        ("scale-ups", Box::new(|s| s.scale_ups.to_string())),
+        ("scale-downs", Box::new(|s| s.scale_downs.to_string())),
+        ("fallback raises", Box::new(|s| s.fallbacks.to_string())),
+        ("broker replica-minutes", Box::new(|s| format!("{:.0}", s.broker_replica_minutes))),
+        ("worker replica-minutes", Box::new(|s| format!("{:.0}", s.worker_replica_minutes))),
+        ("time above the scale-up trigger", Box::new(|s| clock(s.secs_above_target))),
+        ("time with missing data", Box::new(|s| clock(s.secs_missing_data))),
+        ("peak brokers / workers", Box::new(|s| format!("{}/{}", s.peak_brokers, s.peak_workers))),
+    ];
+    for (name, f) in rows.iter() {
+        writeln!(out, "{name:<34}{}", replays.iter().map(|(_, s)| format!("{:>12}", f(s))).collect::<String>())?;
+    }
+    writeln!(out)?;
+    writeln!(out, "{MODEL_NOTE}")?;
+    Ok(())
+}

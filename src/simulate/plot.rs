@@ -1,0 +1,237 @@
+//! `--plot`: an SVG of a replay — per-dimension ratios, the composite score against its
+//! thresholds, and brokers and workers over time with the actions marked.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use super::Replay;
+use crate::engine::Action;
+
+/// The plot could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot draw the plot to {path}: {detail}")]
+pub struct PlotError {
+    path: String,
+    detail: String,
+}
+
+const PALETTE: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+];
+const RED: RGBColor = RGBColor(214, 39, 40);
+
+/// Draw `replay` (and `baseline`, when given, as dashed replica lines) to an SVG file.
+pub fn write_svg(path: &Path, title: &str, replay: &Replay, baseline: Option<&Replay>) -> Result<(), PlotError> {
+    draw(path, title, replay, baseline)
+        .map_err(|e| PlotError { path: path.display().to_string(), detail: e.to_string() })
+}
+
+fn draw(
+    path: &Path,
+    title: &str,
+    replay: &Replay,
+    baseline: Option<&Replay>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let root = SVGBackend::new(path, (1280, 1000)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let root = root.titled(title, ("sans-serif", 22))?;
+    let panels = root.split_evenly((3, 1));
+    let end = replay.steps.last().map(|s| s.t).unwrap_or(0.0).max(replay.interval);
+    // Time in hours for long replays, minutes otherwise, so the axis gets round ticks.
+    let (unit, unit_name) =
+        if end > 3.0 * 3600.0 { (3600.0, "hours from start") } else { (60.0, "minutes from start") };
+    let x_fmt = |x: &f64| format!("{x}");
+    let names: Vec<String> = replay
+        .steps
+        .first()
+        .map(|s| s.decision.dimensions.iter().map(|d| d.name.clone()).collect())
+        .unwrap_or_default();
+
+    // 1. Ratios per dimension (needed ÷ current capacity), clipped for readability.
+    let ratio_max = replay
+        .steps
+        .iter()
+        .flat_map(|s| s.decision.dimensions.iter().filter_map(|d| d.ratio))
+        .filter(|r| r.is_finite())
+        .fold(1.5f64, f64::max)
+        .min(5.0)
+        * 1.05;
+    let mut chart = ChartBuilder::on(&panels[0])
+        .caption("Dimension ratios (needed ÷ current capacity; 1.0 = at target)", ("sans-serif", 16))
+        .margin(8)
+        .x_label_area_size(28)
+        .y_label_area_size(48)
+        .build_cartesian_2d(0f64..end / unit, 0f64..ratio_max)?;
+    chart.configure_mesh().x_label_formatter(&x_fmt).x_desc(unit_name).y_desc("ratio").draw()?;
+    for (i, name) in names.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        let series =
+            segments(replay, unit, |s| s.decision.dimensions.get(i).and_then(|d| d.ratio).map(|r| r.min(ratio_max)));
+        let mut first = true;
+        for seg in series {
+            let drawn = chart.draw_series(LineSeries::new(seg, color.stroke_width(2)))?;
+            if first {
+                drawn.label(name.clone()).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
+                first = false;
+            }
+        }
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+
+    // 2. Composite score, held score and the thresholds.
+    let (up, down) = replay.triggers;
+    let score_max = replay
+        .steps
+        .iter()
+        .filter_map(|s| s.decision.score)
+        .filter(|r| r.is_finite())
+        .fold(up * 1.2, f64::max)
+        .min(5.0)
+        * 1.05;
+    let mut chart = ChartBuilder::on(&panels[1])
+        .caption("Composite score (weighted mean of ratios) and thresholds", ("sans-serif", 16))
+        .margin(8)
+        .x_label_area_size(28)
+        .y_label_area_size(48)
+        .build_cartesian_2d(0f64..end / unit, 0f64..score_max)?;
+    chart.configure_mesh().x_label_formatter(&x_fmt).x_desc(unit_name).y_desc("score").draw()?;
+    for (value, label) in [(up, "scale-up above"), (down, "scale-down below")] {
+        chart
+            .draw_series(DashedLineSeries::new(vec![(0.0, value), (end / unit, value)], 6, 4, RED.stroke_width(1)))?
+            .label(format!("{label} {value:.2}"))
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], RED));
+    }
+    let mut first = true;
+    for seg in segments(replay, unit, |s| s.decision.score.map(|v| v.min(score_max))) {
+        let drawn = chart.draw_series(LineSeries::new(seg, BLACK.stroke_width(2)))?;
+        if first {
+            drawn.label("score now").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK));
+            first = false;
+        }
+    }
+    let mut first = true;
+    for seg in segments(replay, unit, |s| s.decision.held_up.map(|v| v.min(score_max))) {
+        let drawn = chart.draw_series(LineSeries::new(seg, PALETTE[3].stroke_width(1)))?;
+        if first {
+            drawn
+                .label("score held for the windows (scale-up)")
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], PALETTE[3]));
+            first = false;
+        }
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+
+    // 3. Replicas with actions marked.
+    let peak = replay
+        .steps
+        .iter()
+        .chain(baseline.iter().flat_map(|b| b.steps.iter()))
+        .map(|s| s.decision.desired.workers.max(s.decision.desired.brokers))
+        .max()
+        .unwrap_or(1);
+    let mut chart = ChartBuilder::on(&panels[2])
+        .caption("Replicas (▲ scale-up, ▼ scale-down)", ("sans-serif", 16))
+        .margin(8)
+        .x_label_area_size(28)
+        .y_label_area_size(48)
+        .build_cartesian_2d(0f64..end / unit, 0f64..(f64::from(peak) * 1.15 + 1.0))?;
+    chart.configure_mesh().x_label_formatter(&x_fmt).x_desc(unit_name).y_desc("replicas").draw()?;
+    let lines: [(&str, Box<dyn Fn(&crate::engine::Replicas) -> u32>, RGBColor); 2] =
+        [("workers", Box::new(|r| r.workers), PALETTE[0]), ("brokers", Box::new(|r| r.brokers), PALETTE[1])];
+    for (name, of, color) in &lines {
+        let color = *color;
+        chart
+            .draw_series(LineSeries::new(staircase(replay, unit, of.as_ref()), color.stroke_width(2)))?
+            .label(format!("{name} ({})", replay.label))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
+        if let Some(b) = baseline {
+            chart
+                .draw_series(DashedLineSeries::new(
+                    staircase(b, unit, of.as_ref()),
+                    5,
+                    4,
+                    color.mix(0.6).stroke_width(1),
+                ))?
+                .label(format!("{name} ({})", b.label))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.mix(0.6)));
+        }
+    }
+    for step in &replay.steps {
+        let d = &step.decision;
+        let y = f64::from(d.desired.workers);
+        match d.action {
+            Action::ScaleUp | Action::Fallback => {
+                chart.draw_series(std::iter::once(TriangleMarker::new((step.t / unit, y), 6, PALETTE[2].filled())))?;
+            }
+            Action::ScaleDown => {
+                chart.draw_series(std::iter::once(Text::new(
+                    "▼",
+                    (step.t / unit, y),
+                    ("sans-serif", 12).into_font().color(&RED),
+                )))?;
+            }
+            Action::Hold => {}
+        }
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// Continuous runs of a per-step value (a gap in data breaks the line).
+fn segments(replay: &Replay, unit: f64, value: impl Fn(&super::ReplayStep) -> Option<f64>) -> Vec<Vec<(f64, f64)>> {
+    let mut out = Vec::new();
+    let mut current = Vec::new();
+    for step in &replay.steps {
+        match value(step).filter(|v| v.is_finite()) {
+            Some(v) => current.push((step.t / unit, v)),
+            None => {
+                if !current.is_empty() {
+                    out.push(std::mem::take(&mut current));
+                }
+            }
+        }
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// Replica counts as a step function.
+fn staircase(replay: &Replay, unit: f64, of: &dyn Fn(&crate::engine::Replicas) -> u32) -> Vec<(f64, f64)> {
+    let mut points = Vec::with_capacity(replay.steps.len() * 2);
+    let mut last: Option<f64> = None;
+    for step in &replay.steps {
+        let y = f64::from(of(&step.decision.desired));
+        if let Some(prev) = last
+            && prev != y
+        {
+            points.push((step.t / unit, prev));
+        }
+        points.push((step.t / unit, y));
+        last = Some(y);
+    }
+    points
+}

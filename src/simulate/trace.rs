@@ -1,0 +1,331 @@
+//! Recorded traces: the CSV contract, and traces built from Prometheus history.
+//!
+//! Header `time,<dimension names…>[,brokers][,workers]`. `time` is seconds from the start (a
+//! number, possibly fractional and irregular) or an RFC 3339 timestamp, the same form on every
+//! row, strictly increasing. A cell is a number, `NaN`, `+Inf`/`-Inf`, or empty (no data).
+//! `brokers`/`workers` give the replicas the row was recorded at (used by the utilization
+//! feedback model). A plan dimension without a column has no data throughout.
+
+use std::io::Read;
+
+use crate::engine::Policy;
+use crate::prometheus::{PrometheusSource, QueryError};
+
+/// One row: the time and the raw cells, aligned with the plan's dimensions.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TraceRow {
+    /// Seconds from the start of the trace.
+    pub t: f64,
+    /// Per plan dimension: the cell (None = empty cell or no column).
+    pub values: Vec<Option<f64>>,
+    /// Brokers the row was recorded at, if the trace says.
+    pub brokers: Option<u32>,
+    /// Workers the row was recorded at, if the trace says.
+    pub workers: Option<u32>,
+}
+
+/// A trace ready to replay.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Trace {
+    /// Plan dimensions that have a column.
+    pub columns: Vec<String>,
+    /// Rows in time order.
+    pub rows: Vec<TraceRow>,
+    /// Unix time of the first row, when the trace was timestamped.
+    pub start_unix: Option<f64>,
+}
+
+/// A trace that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    /// CSV structure problem.
+    #[error("trace: {0}")]
+    Csv(String),
+    /// Header problem.
+    #[error("trace header: {0}")]
+    Header(String),
+    /// A cell or time that cannot be read.
+    #[error("trace line {line}, column {column}: {message}")]
+    Cell {
+        /// 1-based line.
+        line: u64,
+        /// Column name.
+        column: String,
+        /// What is wrong and what to write instead.
+        message: String,
+    },
+    /// No rows.
+    #[error("trace has no rows")]
+    Empty,
+    /// A history query failed.
+    #[error("history for dimension {dimension}: {source}")]
+    History {
+        /// Dimension name.
+        dimension: String,
+        /// The query error.
+        source: QueryError,
+    },
+}
+
+enum TimeForm {
+    Seconds,
+    Timestamp,
+}
+
+impl Trace {
+    /// Read a CSV trace for `policy`'s dimensions.
+    pub fn from_csv(reader: impl Read, policy: &Policy) -> Result<Self, TraceError> {
+        let mut csv = csv::ReaderBuilder::new().trim(csv::Trim::All).flexible(false).from_reader(reader);
+        let header = csv.headers().map_err(|e| TraceError::Csv(e.to_string()))?.clone();
+        let names: Vec<&str> = header.iter().collect();
+        if names.first() != Some(&"time") {
+            return Err(TraceError::Header(format!(
+                "the first column must be `time`, found {:?}",
+                names.first().copied().unwrap_or("")
+            )));
+        }
+        let dims: Vec<&str> = policy.dimensions.iter().map(|d| d.name.as_str()).collect();
+        let mut unknown = Vec::new();
+        let mut health = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for n in &names[1..] {
+            if !seen.insert(*n) {
+                return Err(TraceError::Header(format!("column {n:?} appears twice")));
+            }
+            if n.starts_with("health:") {
+                health.push(*n);
+            } else if !dims.contains(n) && *n != "brokers" && *n != "workers" {
+                unknown.push(*n);
+            }
+        }
+        if !unknown.is_empty() {
+            let listed = unknown.iter().map(|u| format!("{u:?}")).collect::<Vec<_>>().join(", ");
+            let what = if unknown.len() == 1 {
+                format!("column {listed} is not a dimension of the plan")
+            } else {
+                format!("columns {listed} are not dimensions of the plan")
+            };
+            return Err(TraceError::Header(format!(
+                "{what} (the plan has: {}); rename or drop {}",
+                dims.join(", "),
+                if unknown.len() == 1 { "it" } else { "them" }
+            )));
+        }
+        if !health.is_empty() {
+            return Err(TraceError::Header(format!(
+                "{} need clusters in the plan, which this version of FulfillmentPlan does not have yet; drop those columns",
+                health.join(", ")
+            )));
+        }
+        let dim_col: Vec<Option<usize>> = dims.iter().map(|d| names.iter().position(|n| n == d)).collect();
+        let brokers_col = names.iter().position(|n| *n == "brokers");
+        let workers_col = names.iter().position(|n| *n == "workers");
+
+        let mut rows: Vec<TraceRow> = Vec::new();
+        let mut form = None;
+        let mut first_raw = 0.0;
+        let mut start_unix = None;
+        for record in csv.records() {
+            let record = record.map_err(|e| TraceError::Csv(e.to_string()))?;
+            let line = record.position().map(|p| p.line()).unwrap_or(0);
+            let cell_err =
+                |column: &str, message: String| TraceError::Cell { line, column: column.to_string(), message };
+            let raw_time = record.get(0).unwrap_or("");
+            let (raw, this_form) = parse_time(raw_time).map_err(|m| cell_err("time", m))?;
+            match (&form, &this_form) {
+                (None, _) => {
+                    first_raw = raw;
+                    if matches!(this_form, TimeForm::Timestamp) {
+                        start_unix = Some(raw);
+                    }
+                    form = Some(this_form);
+                }
+                (Some(TimeForm::Seconds), TimeForm::Seconds) | (Some(TimeForm::Timestamp), TimeForm::Timestamp) => {}
+                _ => {
+                    return Err(cell_err(
+                        "time",
+                        "mixes seconds and RFC 3339 timestamps; use one form for every row".into(),
+                    ));
+                }
+            }
+            let t = raw - first_raw;
+            if let Some(prev) = rows.last()
+                && t <= prev.t
+            {
+                return Err(cell_err(
+                    "time",
+                    format!("{raw_time:?} is not after the previous row; rows must be in increasing time order"),
+                ));
+            }
+            let mut values = Vec::with_capacity(dims.len());
+            for (d, col) in dims.iter().zip(&dim_col) {
+                let v = match col {
+                    Some(c) => parse_cell(record.get(*c).unwrap_or("")).map_err(|m| cell_err(d, m))?,
+                    None => None,
+                };
+                values.push(v);
+            }
+            let replicas = |col: Option<usize>, name: &str| -> Result<Option<u32>, TraceError> {
+                let Some(c) = col else { return Ok(None) };
+                let cell = record.get(c).unwrap_or("");
+                if cell.is_empty() {
+                    return Ok(None);
+                }
+                cell.parse::<u32>().map(Some).map_err(|_| {
+                    cell_err(name, format!("{cell:?} is not a replica count; write a whole number or leave it empty"))
+                })
+            };
+            rows.push(TraceRow {
+                t,
+                values,
+                brokers: replicas(brokers_col, "brokers")?,
+                workers: replicas(workers_col, "workers")?,
+            });
+        }
+        if rows.is_empty() {
+            return Err(TraceError::Empty);
+        }
+        let columns = dims.iter().zip(&dim_col).filter(|(_, c)| c.is_some()).map(|(d, _)| d.to_string()).collect();
+        Ok(Self { columns, rows, start_unix })
+    }
+
+    /// Build a trace from Prometheus history: one range query per dimension over
+    /// `[from, to]` (unix seconds) every `step` seconds.
+    pub async fn from_prometheus(
+        source: &PrometheusSource,
+        policy: &Policy,
+        queries: &[String],
+        from: i64,
+        to: i64,
+        step: f64,
+    ) -> Result<Self, TraceError> {
+        if to <= from {
+            return Err(TraceError::Csv(format!("--to ({to}) must be after --from ({from})")));
+        }
+        let mut series = Vec::new();
+        for (dim, query) in policy.dimensions.iter().zip(queries) {
+            let samples = source
+                .range(query, from, to, step)
+                .await
+                .map_err(|source| TraceError::History { dimension: dim.name.clone(), source })?;
+            let by_time: std::collections::HashMap<i64, f64> =
+                samples.into_iter().map(|(t, v)| ((t * 1000.0).round() as i64, v)).collect();
+            series.push(by_time);
+        }
+        let mut rows = Vec::new();
+        let mut t = from as f64;
+        while t <= to as f64 + 1e-9 {
+            let key = (t * 1000.0).round() as i64;
+            rows.push(TraceRow {
+                t: t - from as f64,
+                values: series.iter().map(|s| s.get(&key).copied()).collect(),
+                brokers: None,
+                workers: None,
+            });
+            t += step;
+        }
+        Ok(Self {
+            columns: policy.dimensions.iter().map(|d| d.name.clone()).collect(),
+            rows,
+            start_unix: Some(from as f64),
+        })
+    }
+
+    /// Seconds from the first to the last row.
+    pub fn duration(&self) -> f64 {
+        self.rows.last().map(|r| r.t).unwrap_or(0.0)
+    }
+}
+
+fn parse_time(raw: &str) -> Result<(f64, TimeForm), String> {
+    if raw.is_empty() {
+        return Err("time is empty; every row needs a time".into());
+    }
+    if let Ok(secs) = raw.parse::<f64>() {
+        if !secs.is_finite() {
+            return Err(format!("{raw:?} is not a usable time"));
+        }
+        return Ok((secs, TimeForm::Seconds));
+    }
+    match raw.parse::<jiff::Timestamp>() {
+        Ok(ts) => Ok((ts.as_millisecond() as f64 / 1000.0, TimeForm::Timestamp)),
+        Err(_) => Err(format!(
+            "{raw:?} is not a time; write seconds from the start (0, 15, 30.5) or an RFC 3339 timestamp (2026-11-21T09:00:00Z)"
+        )),
+    }
+}
+
+fn parse_cell(raw: &str) -> Result<Option<f64>, String> {
+    match raw {
+        "" => Ok(None),
+        "NaN" | "nan" => Ok(Some(f64::NAN)),
+        "+Inf" | "Inf" | "inf" | "+inf" => Ok(Some(f64::INFINITY)),
+        "-Inf" | "-inf" => Ok(Some(f64::NEG_INFINITY)),
+        other => match other.parse::<f64>() {
+            Ok(v) if !other.chars().any(|c| c.is_ascii_alphabetic() && c != 'e' && c != 'E') => Ok(Some(v)),
+            _ => Err(format!("{other:?} is not a number; write a number, NaN, +Inf, -Inf, or leave the cell empty")),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        let plan = crate::plan::parse(include_str!("../../examples/orders-plan.yaml")).unwrap();
+        Policy::from_spec(&plan.spec)
+    }
+
+    fn read(csv: &str) -> Result<Trace, TraceError> {
+        Trace::from_csv(csv.as_bytes(), &policy())
+    }
+
+    #[test]
+    fn reads_numbers_specials_and_gaps() {
+        let t = read("time,business,experience,workers\n0,8500,0.1,12\n15.5,NaN,,\n31,+Inf,-Inf,14\n").unwrap();
+        assert_eq!(t.columns, ["business", "experience"]);
+        assert_eq!(t.rows.len(), 3);
+        assert_eq!(t.rows[0].values, [Some(8500.0), None, Some(0.1)]);
+        assert!(t.rows[1].values[0].unwrap().is_nan());
+        assert_eq!(t.rows[1].values[2], None);
+        assert_eq!(t.rows[2].values[0], Some(f64::INFINITY));
+        assert_eq!(t.rows[2].workers, Some(14));
+        assert_eq!(t.rows[1].t, 15.5);
+    }
+
+    #[test]
+    fn reads_rfc3339_relative_to_the_first_row() {
+        let t = read("time,business\n2026-11-21T09:00:00Z,1\n2026-11-21T09:00:15Z,2\n").unwrap();
+        assert_eq!(t.rows[1].t, 15.0);
+        assert!(t.start_unix.is_some());
+    }
+
+    #[test]
+    fn names_unknown_columns() {
+        let e = read("time,business,orders_per_min\n0,1,2\n").unwrap_err().to_string();
+        assert!(e.contains("column \"orders_per_min\" is not a dimension of the plan"), "{e}");
+        assert!(e.contains("business, infrastructure, experience"), "{e}");
+    }
+
+    #[test]
+    fn refuses_time_going_backwards_and_garbage() {
+        let e = read("time,business\n0,1\n30,1\n15,1\n").unwrap_err().to_string();
+        assert!(e.contains("line 4, column time") && e.contains("increasing time order"), "{e}");
+        let e = read("time,business\n0,1\n15,lots\n").unwrap_err().to_string();
+        assert!(e.contains("line 3, column business") && e.contains("\"lots\" is not a number"), "{e}");
+        let e = read("time,business\n0,1\nsoon,1\n").unwrap_err().to_string();
+        assert!(e.contains("\"soon\" is not a time"), "{e}");
+        let e = read("time,business\n0,1\n2026-11-21T09:00:00Z,1\n").unwrap_err().to_string();
+        assert!(e.contains("mixes seconds and RFC 3339"), "{e}");
+        let e = read("when,business\n0,1\n").unwrap_err().to_string();
+        assert!(e.contains("first column must be `time`"), "{e}");
+        let e = read("time,business\n0,1,3\n").unwrap_err().to_string();
+        assert!(e.contains("trace"), "{e}");
+        let e = read("time,business,workers\n0,1,-3\n").unwrap_err().to_string();
+        assert!(e.contains("not a replica count"), "{e}");
+        assert!(matches!(read("time,business\n"), Err(TraceError::Empty)));
+        let e = read("time,business,health:eu\n0,1,1\n").unwrap_err().to_string();
+        assert!(e.contains("health:eu need clusters"), "{e}");
+    }
+}
