@@ -1,0 +1,235 @@
+//! `fulfillment-operator simulate` as a user runs it: the shipped examples, the JSONL contract,
+//! the plot, the baseline, a backtest over a backfilled Prometheus, and clear errors.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn operator(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fulfillment-operator"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("binary runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = operator(args);
+    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = operator(args);
+    assert!(!out.status.success(), "{args:?} succeeded: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(out.stdout.is_empty(), "nothing is printed on stdout on error");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+fn jsonl(args: &[&str]) -> Vec<Value> {
+    ok(args).lines().map(|l| serde_json::from_str(l).expect("each line is JSON")).collect()
+}
+
+const PLAN: &str = "examples/orders-plan.yaml";
+
+#[test]
+fn flash_sale_timeline_and_summary() {
+    let out = ok(&["simulate", PLAN, "--trace", "examples/traces/flash-sale.csv", "--baseline", "hpa"]);
+    assert!(out.contains("ScaleUp"), "{out}");
+    assert!(out.contains("ScaleDown"), "{out}");
+    assert!(out.contains("policy Hold changes nothing while data is missing"), "{out}");
+    assert!(out.contains("summary") && out.contains("plan") && out.contains("hpa"), "{out}");
+    assert!(out.contains("worker replica-minutes"), "{out}");
+    assert!(out.contains("Replay is open-loop"), "{out}");
+}
+
+#[test]
+fn jsonl_contract_on_the_flash_sale() {
+    let steps = jsonl(&["simulate", PLAN, "--trace", "examples/traces/flash-sale.csv", "--output", "jsonl"]);
+    // Three hours at 15 s.
+    assert_eq!(steps.len(), 720);
+    for s in &steps {
+        for key in ["t", "score", "dimensions", "brokers", "workers", "action", "reason"] {
+            assert!(s.get(key).is_some(), "{key} missing in {s}");
+        }
+        let b = s["brokers"].as_u64().unwrap();
+        let w = s["workers"].as_u64().unwrap();
+        assert!((3..=12).contains(&b) && (12..=60).contains(&w), "{s}");
+        assert!(w <= b * 5, "workers per broker bound: {s}");
+        for dim in ["business", "infrastructure", "experience"] {
+            let d = &s["dimensions"][dim];
+            for key in ["value", "ratio", "sustained_ratio"] {
+                assert!(d.get(key).is_some(), "{dim}.{key} missing in {s}");
+            }
+        }
+    }
+    let at = |secs: f64| steps.iter().find(|s| s["t"].as_f64() == Some(secs)).unwrap();
+    assert_eq!(at(0.0)["action"], "Hold");
+    assert_eq!(at(0.0)["workers"], 12);
+    // The 60 s spike at 20:00 is shorter than every window: nothing happens through 25:00.
+    assert!(steps.iter().take_while(|s| s["t"].as_f64().unwrap() < 1500.0).all(|s| s["action"] == "Hold"));
+    assert!(at(1215.0)["score"].as_f64().unwrap() > 1.1, "the spike is visible in the score");
+    // The ramp (30:00–45:00) into the plateau scales up, brokers and workers together.
+    let first_up = steps.iter().find(|s| s["action"] == "ScaleUp").unwrap();
+    let t = first_up["t"].as_f64().unwrap();
+    assert!((1800.0..2700.0).contains(&t), "first scale-up at {t}");
+    assert!(first_up["brokers"].as_u64().unwrap() > 3 && first_up["workers"].as_u64().unwrap() > 12);
+    // The data gap (1:55–1:58) holds: no action while experience is missing.
+    for s in steps.iter().filter(|s| (6920.0..7080.0).contains(&s["t"].as_f64().unwrap())) {
+        assert_eq!(s["action"], "Hold", "{s}");
+        assert_eq!(s["dimensions"]["experience"]["missing"]["kind"], "noData", "{s}");
+    }
+    // It ends back at the minimum after the decay.
+    let last = steps.last().unwrap();
+    assert_eq!((last["brokers"].as_u64(), last["workers"].as_u64()), (Some(3), Some(12)));
+}
+
+#[test]
+fn diurnal_day_plot_and_initial_replicas() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("day.svg");
+    let out = ok(&[
+        "simulate",
+        PLAN,
+        "--trace",
+        "examples/traces/diurnal-day.csv",
+        "--baseline",
+        "hpa",
+        "--plot",
+        svg.to_str().unwrap(),
+        "--initial",
+        "brokers=4,workers=20",
+    ]);
+    assert!(out.contains("Plot written to"), "{out}");
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.starts_with("<svg"), "an SVG document");
+    for needle in ["Dimension ratios", "Composite score", "Replicas", "business", "workers (plan)", "workers (hpa)"] {
+        assert!(text.contains(needle), "plot lacks {needle:?}");
+    }
+    let steps = jsonl(&[
+        "simulate",
+        PLAN,
+        "--trace",
+        "examples/traces/diurnal-day.csv",
+        "--output",
+        "jsonl",
+        "--initial",
+        "brokers=4,workers=20",
+    ]);
+    assert_eq!(steps[0]["workers"], 20);
+    assert_eq!(steps.len(), 5757);
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_a_nonzero_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| -> String {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let trace = |text: &str| write("t.csv", text);
+
+    let e = fails(&["simulate", PLAN, "--trace", &trace("time,business,orders\n0,1,2\n")]);
+    assert!(e.contains("column \"orders\" is not a dimension of the plan"), "{e}");
+    let e = fails(&["simulate", PLAN, "--trace", &trace("time,business\n0,1\n30,2\n15,3\n")]);
+    assert!(e.contains("line 4, column time") && e.contains("increasing time order"), "{e}");
+    let e = fails(&["simulate", PLAN, "--trace", &trace("time,business\n0,1\n15,12k\n")]);
+    assert!(e.contains("line 3, column business") && e.contains("\"12k\" is not a number"), "{e}");
+    let e = fails(&["simulate", PLAN, "--trace", "examples/traces/no-such.csv"]);
+    assert!(e.contains("cannot read trace"), "{e}");
+
+    let plan = std::fs::read_to_string(root().join(PLAN)).unwrap();
+    let bad = write("bad.yaml", &plan.replace("minReplicas: 12", "minReplicas: 80"));
+    let e = fails(&["simulate", &bad, "--trace", "examples/traces/flash-sale.csv"]);
+    assert!(
+        e.contains("spec.workloads.workers") && e.contains("minReplicas must be less than or equal to maxReplicas"),
+        "{e}"
+    );
+    let bad = write("bad2.yaml", &plan.replace("weight: 0.40", "weight: heavy"));
+    let e = fails(&["simulate", &bad, "--trace", "examples/traces/flash-sale.csv"]);
+    assert!(e.contains("spec.dimensions[0].weight"), "{e}");
+    let bad = write("bad3.yaml", &plan.replace("  interval: 15s", "  interval: 15s\n  intervall: 30s"));
+    let e = fails(&["validate", &bad]);
+    assert!(e.contains("unknown field spec.intervall"), "{e}");
+
+    let e = fails(&["simulate", PLAN, "--trace", "examples/traces/flash-sale.csv", "--initial", "workers=lots"]);
+    assert!(e.contains("--initial"), "{e}");
+    let e = fails(&["simulate", PLAN, "--prometheus", "http://127.0.0.1:1", "--from", "now-1h", "--to", "now"]);
+    assert!(e.contains("unreachable"), "{e}");
+    let e = fails(&["simulate", PLAN, "--prometheus", "http://127.0.0.1:1", "--from", "yesterday", "--to", "now"]);
+    assert!(e.contains("--from \"yesterday\" is not a time"), "{e}");
+}
+
+#[test]
+fn validate_accepts_every_shipped_example() {
+    for entry in std::fs::read_dir(root().join("examples")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let out = ok(&["validate", path.to_str().unwrap()]);
+            assert!(out.contains("valid FulfillmentPlan"), "{out}");
+        }
+    }
+}
+
+#[test]
+fn backtest_over_backfilled_prometheus_history() {
+    // Three hours of history: orders ramp to 3× capacity for an hour; GPU memory and slow share
+    // stay at target. The plan's own queries run as range queries.
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    let start = now - 4 * 3600;
+    let mut om = String::from(
+        "# TYPE orders_created_total counter\n# TYPE DCGM_FI_DEV_FB_USED gauge\n# TYPE DCGM_FI_DEV_FB_FREE gauge\n\
+         # TYPE checkout_interaction_duration_seconds histogram\n",
+    );
+    let mut orders = 0.0;
+    let mut fast = 0.0;
+    let mut count = 0.0;
+    let mut lines = Vec::new();
+    for i in 0..=(3 * 3600 / 15) {
+        let t = start + i * 15;
+        let minute = (i * 15) as f64 / 60.0;
+        let per_minute = if (60.0..120.0).contains(&minute) { 25_000.0 } else { 6_000.0 };
+        orders += per_minute / 4.0;
+        count += 100.0;
+        fast += 88.0;
+        lines.push(format!("orders_created_total{{app=\"checkout\"}} {orders} {t}"));
+        lines.push(format!("DCGM_FI_DEV_FB_USED{{namespace=\"orders\"}} 88 {t}"));
+        lines.push(format!("DCGM_FI_DEV_FB_FREE{{namespace=\"orders\"}} 12 {t}"));
+        lines.push(format!("checkout_interaction_duration_seconds_bucket{{le=\"1\"}} {fast} {t}"));
+        lines.push(format!("checkout_interaction_duration_seconds_count {count} {t}"));
+    }
+    // OpenMetrics wants each metric family's samples together.
+    lines.sort_by_key(|l| l.split(['{', ' ']).next().unwrap().to_string());
+    om.push_str(&lines.join("\n"));
+    om.push_str("\n# EOF\n");
+    let prom = support::Prometheus::backfilled(&om);
+    let from = (start + 300).to_string();
+    let to = (start + 3 * 3600).to_string();
+    let steps =
+        jsonl(&["simulate", PLAN, "--prometheus", &prom.url(), "--from", &from, "--to", &to, "--output", "jsonl"]);
+    assert_eq!(steps.len(), (3 * 3600 - 300) / 15 + 1);
+    let business = steps[10]["dimensions"]["business"]["value"].as_f64().unwrap();
+    assert!((business - 6000.0).abs() < 50.0, "orders per minute from rate(): {business}");
+    let infra = steps[10]["dimensions"]["infrastructure"]["value"].as_f64().unwrap();
+    assert!((infra - 0.88).abs() < 1e-9, "{infra}");
+    let up = steps.iter().find(|s| s["action"] == "ScaleUp").expect("the hour at 25,000/min scales up");
+    let t = up["t"].as_f64().unwrap() + 300.0; // seconds from `start`
+    assert!((3600.0..3600.0 + 300.0).contains(&t), "scale-up at {t}s into the history");
+    assert!(steps.iter().any(|s| s["action"] == "ScaleDown"), "and back down after it");
+}
+
+#[test]
+fn crd_subcommand_prints_what_crds_ships() {
+    let printed = ok(&["crd"]);
+    let shipped = std::fs::read_to_string(root().join("crds/fulfillment.dev_fulfillmentplans.yaml")).unwrap();
+    assert_eq!(printed, shipped);
+}
