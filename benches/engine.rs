@@ -46,7 +46,12 @@ fn day_backtest(c: &mut Criterion) {
     for i in 0..5760 {
         let h = f64::from(i) * 15.0 / 3600.0;
         let orders = 2000.0 + 14000.0 * (std::f64::consts::PI * (h - 6.0) / 16.0).sin().max(0.0);
-        csv.push_str(&format!("{},{orders:.0},{:.3},{:.3}\n", i * 15, 0.5 + orders / 40000.0, 0.05 + orders / 200000.0));
+        csv.push_str(&format!(
+            "{},{orders:.0},{:.3},{:.3}\n",
+            i * 15,
+            0.5 + orders / 40000.0,
+            0.05 + orders / 200000.0
+        ));
     }
     let options = ReplayOptions { initial: Replicas { brokers: 3, workers: 12 }, feedback: true };
     c.bench_function("backtest: 24 h at 15 s (5,760 steps) from CSV", |b| {

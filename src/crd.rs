@@ -5,6 +5,10 @@
 //! the schema: the API server enforces it on `kubectl apply`, and [`crate::plan`] evaluates the very
 //! same rules locally (kube's `cel` feature) for `simulate` and for the controller.
 
+// The printcolumn(...) arguments repeat `type_ = ...`, which clippy mistakes for duplicated
+// attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;

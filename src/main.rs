@@ -26,7 +26,7 @@ enum Command {
     Crd,
     /// Replay a plan over a recorded trace (CSV) or over Prometheus history, and print what the
     /// operator would have done.
-    Simulate(SimulateArgs),
+    Simulate(Box<SimulateArgs>),
     /// Check a plan file against the CRD's rules without a cluster.
     Validate {
         /// The plan YAML, as you would `kubectl apply` it.
@@ -105,7 +105,7 @@ fn main() -> ExitCode {
                 println!("{}: valid FulfillmentPlan {:?}", plan.display(), p.metadata.name.unwrap_or_default());
             })
             .map_err(|e| e.to_string()),
-        Command::Simulate(args) => run_simulate(args),
+        Command::Simulate(args) => run_simulate(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -123,21 +123,24 @@ pub fn print_table(out: &mut impl Write, replay: &Replay) -> io::Result<()> {
     Ok(())
 }
 
+/// A row of the summary table: its label and how to print a summary's figure.
+type SummaryRow = (&'static str, fn(&Summary) -> String);
+
 /// Summaries side by side (one column per replay).
 pub fn summary_table(out: &mut impl Write, replays: &[(&Replay, Summary)]) -> io::Result<()> {
     let header: Vec<&str> = replays.iter().map(|(r, _)| r.label.as_str()).collect();
     writeln!(out, "{:<34}{}", "summary", header.iter().map(|h| format!("{h:>12}")).collect::<String>())?;
-    let rows: [(&str, Box<dyn Fn(&Summary) -> String>); 10] = [
-        ("duration", Box::new(|s| clock(s.duration_secs))),
-        ("evaluations", Box::new(|s| s.steps.to_string())),
-        ("scale-ups", Box::new(|s| s.scale_ups.to_string())),
-        ("scale-downs", Box::new(|s| s.scale_downs.to_string())),
-        ("fallback raises", Box::new(|s| s.fallbacks.to_string())),
-        ("broker replica-minutes", Box::new(|s| format!("{:.0}", s.broker_replica_minutes))),
-        ("worker replica-minutes", Box::new(|s| format!("{:.0}", s.worker_replica_minutes))),
-        ("time above the scale-up trigger", Box::new(|s| clock(s.secs_above_target))),
-        ("time with missing data", Box::new(|s| clock(s.secs_missing_data))),
-        ("peak brokers / workers", Box::new(|s| format!("{}/{}", s.peak_brokers, s.peak_workers))),
+    let rows: [SummaryRow; 10] = [
+        ("duration", |s| clock(s.duration_secs)),
+        ("evaluations", |s| s.steps.to_string()),
+        ("scale-ups", |s| s.scale_ups.to_string()),
+        ("scale-downs", |s| s.scale_downs.to_string()),
+        ("fallback raises", |s| s.fallbacks.to_string()),
+        ("broker replica-minutes", |s| format!("{:.0}", s.broker_replica_minutes)),
+        ("worker replica-minutes", |s| format!("{:.0}", s.worker_replica_minutes)),
+        ("time above the scale-up trigger", |s| clock(s.secs_above_target)),
+        ("time with missing data", |s| clock(s.secs_missing_data)),
+        ("peak brokers / workers", |s| format!("{}/{}", s.peak_brokers, s.peak_workers)),
     ];
     for (name, f) in rows.iter() {
         writeln!(out, "{name:<34}{}", replays.iter().map(|(_, s)| format!("{:>12}", f(s))).collect::<String>())?;

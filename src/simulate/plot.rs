@@ -26,6 +26,9 @@ const PALETTE: [RGBColor; 6] = [
 ];
 const RED: RGBColor = RGBColor(214, 39, 40);
 
+/// One replica line of the plot: label, which workload, colour.
+type ReplicaLine = (&'static str, fn(&crate::engine::Replicas) -> u32, RGBColor);
+
 /// Draw `replay` (and `baseline`, when given, as dashed replica lines) to an SVG file.
 pub fn write_svg(path: &Path, title: &str, replay: &Replay, baseline: Option<&Replay>) -> Result<(), PlotError> {
     draw(path, title, replay, baseline)
@@ -152,22 +155,16 @@ fn draw(
         .y_label_area_size(48)
         .build_cartesian_2d(0f64..end / unit, 0f64..(f64::from(peak) * 1.15 + 1.0))?;
     chart.configure_mesh().x_label_formatter(&x_fmt).x_desc(unit_name).y_desc("replicas").draw()?;
-    let lines: [(&str, Box<dyn Fn(&crate::engine::Replicas) -> u32>, RGBColor); 2] =
-        [("workers", Box::new(|r| r.workers), PALETTE[0]), ("brokers", Box::new(|r| r.brokers), PALETTE[1])];
+    let lines: [ReplicaLine; 2] = [("workers", |r| r.workers, PALETTE[0]), ("brokers", |r| r.brokers, PALETTE[1])];
     for (name, of, color) in &lines {
         let color = *color;
         chart
-            .draw_series(LineSeries::new(staircase(replay, unit, of.as_ref()), color.stroke_width(2)))?
+            .draw_series(LineSeries::new(staircase(replay, unit, of), color.stroke_width(2)))?
             .label(format!("{name} ({})", replay.label))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
         if let Some(b) = baseline {
             chart
-                .draw_series(DashedLineSeries::new(
-                    staircase(b, unit, of.as_ref()),
-                    5,
-                    4,
-                    color.mix(0.6).stroke_width(1),
-                ))?
+                .draw_series(DashedLineSeries::new(staircase(b, unit, of), 5, 4, color.mix(0.6).stroke_width(1)))?
                 .label(format!("{name} ({})", b.label))
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.mix(0.6)));
         }

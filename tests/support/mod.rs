@@ -62,6 +62,9 @@ pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
+/// The stub's answer: (status, content type, body), or None to hold the connection unanswered.
+pub type StubReply = Option<(u16, &'static str, String)>;
+
 /// A request as the stub saw it.
 #[derive(Clone, Debug)]
 pub struct SeenRequest {
@@ -88,9 +91,7 @@ pub struct HttpStub {
 }
 
 impl HttpStub {
-    pub fn start(
-        handler: impl Fn(&SeenRequest) -> Option<(u16, &'static str, String)> + Send + Sync + 'static,
-    ) -> Self {
+    pub fn start(handler: impl Fn(&SeenRequest) -> StubReply + Send + Sync + 'static) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -114,7 +115,7 @@ impl HttpStub {
 
 fn serve(
     stream: TcpStream,
-    handler: &(dyn Fn(&SeenRequest) -> Option<(u16, &'static str, String)> + Send + Sync),
+    handler: &(dyn Fn(&SeenRequest) -> StubReply + Send + Sync),
     seen: &Mutex<Vec<SeenRequest>>,
 ) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
