@@ -31,6 +31,7 @@ mod policy;
 use std::collections::VecDeque;
 use std::fmt::{self, Write as _};
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use crate::crd::{CapacityKind, WorkloadRole};
@@ -47,7 +48,7 @@ const NEEDED_CEILING: f64 = 1.0e9;
 const TIME_EPSILON: f64 = 1e-6;
 
 /// Replica counts of the two workloads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Replicas {
     /// Broker replicas.
     pub brokers: u32,
@@ -210,40 +211,61 @@ impl Decision {
 }
 
 /// One remembered reading, as needed replicas of its dimension's workload.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-struct Sample {
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Sample {
+    /// Unix seconds (or seconds from the start of a replay).
     t: f64,
-    /// None: missing at that time (breaks a held window).
+    /// Needed replicas; absent when the reading was missing (that breaks a held window).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     needed: Option<f64>,
 }
 
 /// A remembered recommendation, for stabilization.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-struct Recommendation {
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Recommendation {
+    /// When it was made.
     t: f64,
+    /// What it recommended.
     replicas: Replicas,
 }
 
 /// A remembered replica change, for step limits.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-struct ScaleEvent {
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleEvent {
+    /// When it was made.
     t: f64,
+    /// Change of brokers.
     brokers_delta: i64,
+    /// Change of workers.
     workers_delta: i64,
 }
 
 /// What the engine remembers between evaluations: recent samples per dimension (as much as the
 /// longest sustain window needs), recent recommendations (stabilization) and recent replica
-/// changes (step limits). Serializable so the controller can keep it across restarts.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// changes (step limits). Serializable so the controller can keep it in the plan's status and
+/// resume after a restart or a leader change.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct Memory {
-    /// Time of the first observation; windows reaching before it are not covered.
+    /// Time of the first observation after the last gap; scale-down waits until a whole
+    /// stabilization window has been observed since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     started_at: Option<f64>,
-    /// Dimension names the samples belong to; a different plan resets the memory.
+    /// Dimension names the samples belong to; a plan with other dimensions resets the memory.
+    #[serde(default)]
     names: Vec<String>,
+    /// Samples per dimension, oldest first, as long as the dimension's window needs.
+    #[serde(default)]
     samples: Vec<VecDeque<Sample>>,
+    /// Why each dimension was last missing (explanations only; not kept across restarts).
+    #[serde(skip)]
     last_missing: Vec<Option<Missing>>,
+    /// Recommendations within the longest stabilization window.
+    #[serde(default)]
     recommendations: VecDeque<Recommendation>,
+    /// Replica changes within the longest step period.
+    #[serde(default)]
     scale_events: VecDeque<ScaleEvent>,
 }
 
@@ -265,6 +287,16 @@ impl Memory {
         }
         if !now.is_finite() {
             return;
+        }
+        self.last_missing.resize(policy.dimensions.len(), None);
+        // After a long gap (operator down, Prometheus history unavailable) the old samples say
+        // nothing about the gap: start the windows and the stabilization over.
+        if self.last_observed().is_some_and(|last| now - last > policy.max_sample_gap()) {
+            for history in &mut self.samples {
+                history.clear();
+            }
+            self.recommendations.clear();
+            self.started_at = None;
         }
         self.started_at.get_or_insert(now);
         for (i, dim) in policy.dimensions.iter().enumerate() {
@@ -310,6 +342,11 @@ impl Memory {
         while self.scale_events.front().is_some_and(|e| e.t < now - keep_events - TIME_EPSILON) {
             self.scale_events.pop_front();
         }
+    }
+
+    /// Time of the latest observation.
+    pub fn last_observed(&self) -> Option<f64> {
+        self.samples.iter().filter_map(|s| s.back()).map(|s| s.t).reduce(f64::max)
     }
 
     /// How many samples are held in all (for tests and footprint figures).

@@ -204,6 +204,13 @@ impl Policy {
         self.scale_down_threshold * (1.0 - self.tolerance)
     }
 
+    /// Two observations further apart than this leave a gap: a window spanning it is not held,
+    /// and scale-down stabilization starts over. Three intervals, and at least a minute, so an
+    /// operator restart or a leader change bridges without forgetting a held window.
+    pub fn max_sample_gap(&self) -> f64 {
+        (3.0 * self.interval_secs).max(60.0)
+    }
+
     /// The longest sustain window of any dimension, seconds.
     pub fn longest_sustain(&self) -> f64 {
         self.dimensions.iter().map(|d| d.sustain_secs).fold(0.0, f64::max)

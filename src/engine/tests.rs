@@ -426,3 +426,45 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_short_pause_in_observations_keeps_held_windows_and_a_long_one_starts_over() {
+    let p = orders_policy();
+    // Only experience (5m window) is over target.
+    let over = |cur: Replicas| readings_at(&p, &[1.0, 1.0, 2.0], cur);
+    let cur = at_min();
+    // Held above target for 4m30s, then a 45 s pause (an operator restart).
+    let mut memory = Memory::default();
+    for i in 0..=18 {
+        let d = step(&p, &mut memory, f64::from(i) * INTERVAL, &over(cur), cur);
+        assert_eq!(d.action, Action::Hold);
+    }
+    let resumed = step(&p, &mut memory, 18.0 * INTERVAL + 45.0, &over(cur), cur);
+    assert_eq!(resumed.action, Action::ScaleUp, "the 5m window was held across the pause: {}", resumed.reason);
+
+    // The same, but the pause is longer than max_sample_gap: the windows start over.
+    let mut memory = Memory::default();
+    for i in 0..=18 {
+        step(&p, &mut memory, f64::from(i) * INTERVAL, &over(cur), cur);
+    }
+    let after_gap = 18.0 * INTERVAL + p.max_sample_gap() + 1.0;
+    let resumed = step(&p, &mut memory, after_gap, &over(cur), cur);
+    assert_eq!(resumed.action, Action::Hold, "{}", resumed.reason);
+    assert!(resumed.reason.contains("not yet held"), "{}", resumed.reason);
+}
+
+#[test]
+fn memory_round_trips_through_json() {
+    let p = orders_policy();
+    let mut memory = Memory::default();
+    for i in 0..30 {
+        step(&p, &mut memory, f64::from(i) * INTERVAL, &readings_at(&p, &[1.5, 1.0, 0.5], at_min()), at_min());
+    }
+    let json = serde_json::to_string(&memory).unwrap();
+    let back: Memory = serde_json::from_str(&json).unwrap();
+    let now = 30.0 * INTERVAL;
+    let r = readings_at(&p, &[1.5, 1.0, 0.5], at_min());
+    let (mut a, mut b) = (memory.clone(), back);
+    assert_eq!(step(&p, &mut a, now, &r, at_min()).desired, step(&p, &mut b, now, &r, at_min()).desired);
+    assert!(json.len() < 4096, "memory is compact: {} bytes", json.len());
+}
