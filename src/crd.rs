@@ -485,6 +485,11 @@ pub struct FulfillmentPlanStatus {
     /// When the operator last changed a replica count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scale_time: Option<Time>,
+    /// The decision engine's memory (recent samples per dimension, recommendations and scale
+    /// changes), kept here so that a restarted operator or a new leader resumes the sustain and
+    /// stabilization windows instead of starting them over. Written by the operator only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<crate::engine::Memory>,
 }
 
 /// Current and desired replicas of one workload.

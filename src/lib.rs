@@ -6,11 +6,16 @@
 //! - [`engine`]: the pure decision engine — "why did it scale" lives there.
 //! - [`prometheus`]: the metric source (instant and range queries).
 //! - [`simulate`]: replaying a plan over a trace or Prometheus history.
+//! - [`controller`]: `run`, the Kubernetes controller; [`leader`]: leader election;
+//!   [`telemetry`]: metrics, admin port and logs.
 
+pub mod controller;
 pub mod crd;
 pub mod duration;
 pub mod engine;
+pub mod leader;
 pub mod plan;
 pub mod prometheus;
 pub mod simulate;
+pub mod telemetry;
 pub mod yaml;

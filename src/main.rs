@@ -27,11 +27,57 @@ enum Command {
     /// Replay a plan over a recorded trace (CSV) or over Prometheus history, and print what the
     /// operator would have done.
     Simulate(Box<SimulateArgs>),
+    /// Run the controller: watch FulfillmentPlans and scale their brokers and workers.
+    Run(Box<RunArgs>),
     /// Check a plan file against the CRD's rules without a cluster.
     Validate {
         /// The plan YAML, as you would `kubectl apply` it.
         plan: PathBuf,
     },
+}
+
+/// Every flag can also be set through the environment variable shown; the flag wins.
+#[derive(Args)]
+struct RunArgs {
+    /// Namespaces to watch, comma-separated; empty watches all namespaces.
+    #[arg(long, env = "FULFILLMENT_NAMESPACES", value_delimiter = ',', default_value = "")]
+    namespaces: Vec<String>,
+    /// Only reconcile plans matching this label selector (e.g. `shard=a`), to split a large fleet
+    /// across several operator deployments.
+    #[arg(long, env = "FULFILLMENT_SELECTOR")]
+    selector: Option<String>,
+    /// Address of the admin port: /metrics, /healthz, /readyz.
+    #[arg(long, env = "FULFILLMENT_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
+    admin_addr: std::net::SocketAddr,
+    /// This replica's name: the lease holder identity and the events' reporting instance.
+    #[arg(long, env = "POD_NAME", default_value = "fulfillment-operator")]
+    pod_name: String,
+    /// Elect a leader through a coordination.k8s.io/v1 Lease so that several replicas can run
+    /// and exactly one acts. Turn off only for a single replica.
+    #[arg(long, env = "FULFILLMENT_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// Name of the leader Lease.
+    #[arg(long, env = "FULFILLMENT_LEASE_NAME", default_value = "fulfillment-operator")]
+    lease_name: String,
+    /// Namespace of the leader Lease (default: the pod's namespace, else the kubeconfig's).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "")]
+    lease_namespace: String,
+    /// How long a lease lasts without renewal; a standby takes over within this after the leader
+    /// dies (Go duration).
+    #[arg(long, env = "FULFILLMENT_LEASE_DURATION", default_value = "15s")]
+    lease_duration: String,
+    /// A leader that could not renew for this long stops acting (shorter than the lease).
+    #[arg(long, env = "FULFILLMENT_RENEW_DEADLINE", default_value = "10s")]
+    renew_deadline: String,
+    /// How often to try to acquire or renew the lease.
+    #[arg(long, env = "FULFILLMENT_RETRY_PERIOD", default_value = "2s")]
+    retry_period: String,
+    /// Plans reconciled at the same time.
+    #[arg(long, env = "FULFILLMENT_CONCURRENCY", default_value_t = 16)]
+    concurrency: u16,
+    /// Log format (the level comes from RUST_LOG, default info).
+    #[arg(long, env = "FULFILLMENT_LOG_FORMAT", value_enum, default_value_t = fulfillment_operator::telemetry::LogFormat::Text)]
+    log_format: fulfillment_operator::telemetry::LogFormat,
 }
 
 #[derive(Args)]
@@ -106,6 +152,7 @@ fn main() -> ExitCode {
             })
             .map_err(|e| e.to_string()),
         Command::Simulate(args) => run_simulate(*args),
+        Command::Run(args) => run_controller(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -114,6 +161,40 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn run_controller(args: RunArgs) -> Result<(), String> {
+    use fulfillment_operator::duration::GoDuration;
+    fulfillment_operator::telemetry::init_logging(args.log_format);
+    let duration = |flag: &str, text: &str| -> Result<std::time::Duration, String> {
+        text.parse::<GoDuration>().map(|d| d.as_std()).map_err(|e| format!("--{flag}: {e}"))
+    };
+    let lease_duration = duration("lease-duration", &args.lease_duration)?;
+    let renew_deadline = duration("renew-deadline", &args.renew_deadline)?;
+    let retry_period = duration("retry-period", &args.retry_period)?;
+    if renew_deadline >= lease_duration || retry_period >= renew_deadline || retry_period.is_zero() {
+        return Err("leader election needs 0 < --retry-period < --renew-deadline < --lease-duration".into());
+    }
+    let config = fulfillment_operator::controller::RunConfig {
+        namespaces: args.namespaces.into_iter().map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect(),
+        selector: args.selector.filter(|s| !s.trim().is_empty()),
+        admin_addr: args.admin_addr,
+        identity: args.pod_name.clone(),
+        election: args.leader_election.then_some(fulfillment_operator::leader::ElectionConfig {
+            lease_name: args.lease_name,
+            namespace: args.lease_namespace,
+            identity: args.pod_name,
+            lease_duration,
+            renew_deadline,
+            retry_period,
+        }),
+        concurrency: args.concurrency.max(1),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(fulfillment_operator::controller::run(config))
 }
 
 fn parse_initial(text: &str) -> Result<(Option<u32>, Option<u32>), String> {

@@ -43,6 +43,7 @@ fn simulate_commands() -> Vec<Vec<String>> {
         .iter()
         .flat_map(|b| b.lines().map(str::to_string).collect::<Vec<_>>())
         .filter_map(|l| l.strip_prefix("cargo run --release -- ").map(str::to_string))
+        .filter(|l| l.starts_with("simulate "))
         .map(|l| {
             let mut args: Vec<String> = l.split_whitespace().map(str::to_string).collect();
             if let Some(i) = args.iter().position(|a| a == "--plot") {
@@ -110,4 +111,55 @@ fn readme_validation_excerpt_is_what_validate_prints() {
     for line in excerpt.lines().skip(1) {
         assert!(stderr.lines().any(|l| l == line), "README line {line:?} not printed:\n{stderr}");
     }
+}
+
+#[test]
+fn every_metric_the_readme_lists_is_exposed_and_every_exposed_one_is_listed() {
+    let text = readme();
+    for name in fulfillment_operator::telemetry::METRIC_NAMES {
+        assert!(text.contains(&format!("`{name}")), "README does not list {name}");
+    }
+    use fulfillment_operator::telemetry::{ActionLabels, ErrorLabels, Metrics, PlanLabels, WorkloadLabels};
+    let metrics = Metrics::default();
+    // Label families appear once they have a series.
+    let plan = PlanLabels { namespace: "n".into(), plan: "p".into() };
+    let workload = WorkloadLabels { namespace: "n".into(), plan: "p".into(), workload: "workers".into() };
+    metrics.reconcile_failures.get_or_create(&ErrorLabels { error: "x".into() }).inc();
+    metrics.query_failures.get_or_create(&ErrorLabels { error: "x".into() }).inc();
+    metrics.score.get_or_create(&plan).set(1.0);
+    metrics.desired_replicas.get_or_create(&workload).set(1);
+    metrics.current_replicas.get_or_create(&workload).set(1);
+    metrics
+        .scale_actions
+        .get_or_create(&ActionLabels { namespace: "n".into(), plan: "p".into(), direction: "up".into() })
+        .inc();
+    let exposed = metrics.render();
+    for piece in text.split('`').skip(1).step_by(2) {
+        if let Some(name) = piece.strip_prefix("fulfillment_") {
+            let name = format!("fulfillment_{}", name.split('{').next().unwrap());
+            assert!(
+                fulfillment_operator::telemetry::METRIC_NAMES.contains(&name.as_str()),
+                "README names {name}, which the code does not have"
+            );
+            let family = name.trim_end_matches("_total");
+            assert!(exposed.contains(&format!("# TYPE {family} ")), "{name} is not exposed:\n{exposed}");
+        }
+    }
+}
+
+#[test]
+fn every_run_flag_in_the_readme_is_accepted() {
+    let out = Command::new(env!("CARGO_BIN_EXE_fulfillment-operator")).args(["run", "--help"]).output().unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    let text = readme();
+    let mut checked = 0;
+    for line in text.lines().filter(|l| l.starts_with("| `--")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let flag = cells[1].trim_matches('`');
+        let env = cells[2].trim_matches('`');
+        assert!(help.contains(&format!("{flag} <")), "run --help lacks {flag}");
+        assert!(help.contains(&format!("[env: {env}=")), "run --help lacks env {env} for {flag}");
+        checked += 1;
+    }
+    assert_eq!(checked, 12);
 }

@@ -1,0 +1,332 @@
+//! The controller (`fulfillment-operator run`).
+//!
+//! One reconcile is a short pipeline — **fetch** (targets' `/scale`, metrics from Prometheus) →
+//! **validate** (the CRD's CEL rules) → **decide** (the pure engine, the same function `simulate`
+//! uses) → **apply** (patch `/scale` where the count changes) → **write status** (server-side
+//! apply, one field manager) — followed by events and metrics. Each plan is evaluated at its own
+//! interval; a spec change reconciles at once; status writes do not retrigger.
+
+mod reconcile;
+pub mod status;
+pub mod targets;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::{Mutex, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::crd::FulfillmentPlan;
+use crate::engine::Memory;
+use crate::leader::{self, ElectionConfig, Leadership};
+use crate::prometheus::PrometheusSource;
+use crate::telemetry::{ErrorLabels, Health, Metrics};
+
+pub use reconcile::reconcile;
+
+/// Settings of `run`.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// Namespaces to watch; empty means all.
+    pub namespaces: Vec<String>,
+    /// Label selector on plans (split a large fleet across several operators).
+    pub selector: Option<String>,
+    /// Admin port address.
+    pub admin_addr: SocketAddr,
+    /// This replica's identity (pod name): lease holder and event reporting instance.
+    pub identity: String,
+    /// Leader election settings; None runs without election (a single replica).
+    pub election: Option<ElectionConfig>,
+    /// Plans reconciled at once.
+    pub concurrency: u16,
+}
+
+/// Errors that fail a reconcile. Situations the plan itself explains (invalid plan, missing
+/// target, missing data) are not errors: they are written to status and requeued by kind.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading a target's /scale failed for a reason other than absence.
+    #[error("reading a scale target: {0}")]
+    ReadTarget(#[source] targets::TargetError),
+    /// Patching a target's /scale failed.
+    #[error("scaling a target: {0}")]
+    Scale(#[source] targets::TargetError),
+    /// Writing status failed.
+    #[error("writing status: {0}")]
+    Status(#[source] kube::Error),
+}
+
+impl Error {
+    /// Short label for the failure counter.
+    pub fn metric_label(&self) -> String {
+        let api = match self {
+            Error::ReadTarget(e) | Error::Scale(e) => e.api_error(),
+            Error::Status(e) => Some(e),
+        };
+        let code = match api {
+            Some(kube::Error::Api(s)) if s.code == 409 => "_conflict",
+            Some(kube::Error::Api(s)) if s.code >= 500 => "_server_error",
+            Some(_) => "_api",
+            None => "",
+        };
+        let kind = match self {
+            Error::ReadTarget(_) => "read_target",
+            Error::Scale(_) => "scale",
+            Error::Status(_) => "status_write",
+        };
+        format!("{kind}{code}")
+    }
+
+    fn is_conflict(&self) -> bool {
+        self.metric_label().ends_with("_conflict")
+    }
+}
+
+/// Per-plan state kept in this process only.
+#[derive(Default)]
+pub(crate) struct PlanState {
+    /// Engine memory; None until seeded from status (first reconcile of this leadership term).
+    pub memory: Option<Memory>,
+    /// Prometheus connection, the fingerprint of the settings it was built from, and when the
+    /// Secrets behind it were read.
+    pub source: Option<(String, PrometheusSource, Instant)>,
+    /// Consecutive failed reconciles, for backoff.
+    pub failures: u32,
+    /// Consecutive evaluations with a failed Prometheus query, for backoff.
+    pub query_failures: u32,
+    /// Last emission per event reason: (situation fingerprint, when), to rate-limit.
+    pub last_events: HashMap<&'static str, (String, Instant)>,
+}
+
+/// Everything a reconcile needs, shared behind `Arc`.
+pub struct Context {
+    /// Kubernetes client.
+    pub client: Client,
+    /// The one event recorder, so that identical events aggregate into series.
+    pub recorder: Recorder,
+    /// The operator's metrics.
+    pub metrics: Arc<Metrics>,
+    /// Scale targets, with the discovery cache.
+    pub targets: targets::Targets,
+    /// Per-plan state kept in this process, by `namespace/name`.
+    pub(crate) plans: Mutex<HashMap<String, PlanState>>,
+    /// Leadership as the election sees it; nothing is changed unless this is `Leader`.
+    pub leadership: watch::Receiver<Leadership>,
+    /// The clock; the engine never reads it, only the reconcile does.
+    pub clock: fn() -> jiff::Timestamp,
+}
+
+impl Context {
+    /// A context for `client`, publishing events as `instance`.
+    pub fn new(
+        client: Client,
+        instance: &str,
+        metrics: Arc<Metrics>,
+        leadership: watch::Receiver<Leadership>,
+        clock: fn() -> jiff::Timestamp,
+    ) -> Self {
+        Self {
+            recorder: Recorder::new(
+                client.clone(),
+                Reporter { controller: "fulfillment-operator".into(), instance: Some(instance.to_string()) },
+            ),
+            client,
+            metrics,
+            targets: targets::Targets::default(),
+            plans: Mutex::new(HashMap::new()),
+            leadership,
+            clock,
+        }
+    }
+
+    /// Whether this replica may act now.
+    pub fn is_leader(&self) -> bool {
+        *self.leadership.borrow() == Leadership::Leader
+    }
+}
+
+/// Requeue after a failed reconcile: conflicts retry almost at once, anything else backs off
+/// exponentially per plan (1 s doubling to 5 min).
+fn error_policy(plan: Arc<FulfillmentPlan>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_failures.get_or_create(&ErrorLabels { error: error.metric_label() }).inc();
+    let key = format!("{}/{}", plan.namespace().unwrap_or_default(), plan.name_any());
+    let failures = match ctx.plans.try_lock() {
+        Ok(mut plans) => {
+            let state = plans.entry(key).or_default();
+            state.failures = state.failures.saturating_add(1);
+            state.failures
+        }
+        Err(_) => 1,
+    };
+    tracing::warn!(plan = %plan.name_any(), error = %crate::prometheus::error_chain(error), failures, "reconcile failed");
+    if error.is_conflict() {
+        Action::requeue(Duration::from_millis(200 * u64::from(failures.min(10))))
+    } else {
+        Action::requeue(Duration::from_secs(1u64 << failures.min(8).saturating_sub(1)).min(Duration::from_secs(300)))
+    }
+}
+
+/// Run the controller until SIGTERM/SIGINT.
+pub async fn run(config: RunConfig) -> Result<(), String> {
+    crate::prometheus::install_crypto_provider();
+    let client = Client::try_default().await.map_err(|e| format!("cannot build a Kubernetes client: {e}"))?;
+    let metrics = Arc::new(Metrics::default());
+    let health = Arc::new(Health::default());
+    let shutdown = CancellationToken::new();
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            shutdown.cancel();
+        });
+    }
+    let admin = tokio::spawn(crate::telemetry::serve_admin(
+        config.admin_addr,
+        metrics.clone(),
+        health.clone(),
+        shutdown.clone(),
+    ));
+
+    let (tx, mut leadership) = watch::channel(Leadership::Unknown);
+    let election = match &config.election {
+        Some(election) => {
+            let mut election = election.clone();
+            if election.namespace.is_empty() {
+                election.namespace = client.default_namespace().to_string();
+            }
+            tracing::info!(lease = %election.lease_name, namespace = %election.namespace, identity = %election.identity, "leader election on");
+            let api: Api<Lease> = Api::namespaced(client.clone(), &election.namespace);
+            Some(tokio::spawn(leader::run(api, election, tx, shutdown.clone())))
+        }
+        None => {
+            tx.send_replace(Leadership::Leader);
+            // Keep the sender alive for the life of the process.
+            std::mem::forget(tx);
+            None
+        }
+    };
+
+    loop {
+        // Wait to lead (a standby is ready once it knows it is one).
+        let led = tokio::select! {
+            _ = shutdown.cancelled() => false,
+            r = leadership.wait_for(|l| {
+                if *l == Leadership::Follower { health.ready.store(true, Ordering::Relaxed); }
+                *l == Leadership::Leader
+            }) => r.is_ok(),
+        };
+        if !led {
+            break;
+        }
+        tracing::info!(identity = %config.identity, "leading: starting the controller");
+        metrics.leader.set(1);
+        let ctx = Arc::new(Context::new(
+            client.clone(),
+            &config.identity,
+            metrics.clone(),
+            leadership.clone(),
+            jiff::Timestamp::now,
+        ));
+        let term = shutdown.child_token();
+        let controllers = controllers(&config, ctx, term.clone(), health.clone());
+        tokio::pin!(controllers);
+        tokio::select! {
+            _ = &mut controllers => {}
+            _ = leadership.wait_for(|l| *l != Leadership::Leader) => {
+                tracing::warn!("lost leadership: stopping the controller");
+                term.cancel();
+                let _ = tokio::time::timeout(Duration::from_secs(10), &mut controllers).await;
+            }
+            _ = shutdown.cancelled() => {
+                term.cancel();
+                let _ = tokio::time::timeout(Duration::from_secs(10), &mut controllers).await;
+            }
+        }
+        metrics.leader.set(0);
+        if shutdown.is_cancelled() {
+            break;
+        }
+    }
+    if let Some(election) = election {
+        let _ = tokio::time::timeout(Duration::from_secs(5), election).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), admin).await;
+    Ok(())
+}
+
+/// One Controller per watched namespace (or one for all), until `term`.
+async fn controllers(config: &RunConfig, ctx: Arc<Context>, term: CancellationToken, health: Arc<Health>) {
+    let apis: Vec<Api<FulfillmentPlan>> = if config.namespaces.is_empty() {
+        vec![Api::all(ctx.client.clone())]
+    } else {
+        config.namespaces.iter().map(|ns| Api::namespaced(ctx.client.clone(), ns)).collect()
+    };
+    let mut watch_config = watcher::Config::default();
+    if let Some(selector) = &config.selector {
+        watch_config = watch_config.labels(selector);
+    }
+    let mut stores = Vec::new();
+    let mut runs = Vec::new();
+    for api in apis {
+        let (reader, writer) = reflector::store();
+        stores.push(reader.clone());
+        // Only spec changes (generation) trigger a reconcile; our own status writes do not.
+        let trigger = watcher(api, watch_config.clone())
+            .default_backoff()
+            .reflect(writer)
+            .applied_objects()
+            .predicate_filter(predicates::generation, Default::default());
+        let term = term.clone();
+        let run = Controller::for_stream(trigger, reader)
+            .with_config(ControllerConfig::default().concurrency(config.concurrency))
+            .graceful_shutdown_on(async move { term.cancelled().await })
+            .run(reconcile, error_policy, ctx.clone())
+            .for_each(|result| async move {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "controller event");
+                }
+            });
+        runs.push(run);
+    }
+    let ready = tokio::spawn(async move {
+        for store in stores {
+            let _ = store.wait_until_ready().await;
+        }
+        health.ready.store(true, Ordering::Relaxed);
+        tracing::info!("plan watch synced");
+    });
+    futures::future::join_all(runs).await;
+    ready.abort();
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

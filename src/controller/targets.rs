@@ -1,0 +1,154 @@
+//! Scale targets: anything with a `/scale` subresource, found through API discovery once per
+//! kind and cached.
+
+use std::collections::HashMap;
+
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::{Client, discovery};
+use tokio::sync::RwLock;
+
+use crate::crd::{FIELD_MANAGER, ScaleTargetRef};
+
+/// A target's replicas as its `/scale` subresource reports them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScaleReading {
+    /// `spec.replicas`: what the workload is asked to run.
+    pub desired: u32,
+    /// `status.replicas`: what it runs now (absent on some kinds until their controller reports).
+    pub running: Option<u32>,
+}
+
+/// Why a target could not be read or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// The kind is not served by the API server (a CRD not installed, a typo in apiVersion).
+    #[error(
+        "{api_version} {kind} is not served by the API server ({detail}); check targetRef.apiVersion and targetRef.kind, or install its CRD"
+    )]
+    UnknownKind {
+        /// targetRef.apiVersion.
+        api_version: String,
+        /// targetRef.kind.
+        kind: String,
+        /// Discovery's error.
+        detail: String,
+    },
+    /// The object does not exist (or has no scale subresource).
+    #[error("{kind} {namespace}/{name} not found")]
+    NotFound {
+        /// targetRef.kind.
+        kind: String,
+        /// The plan's namespace.
+        namespace: String,
+        /// targetRef.name.
+        name: String,
+    },
+    /// Any other API error.
+    #[error("{kind} {namespace}/{name}: {source}")]
+    Api {
+        /// targetRef.kind.
+        kind: String,
+        /// The plan's namespace.
+        namespace: String,
+        /// targetRef.name.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl TargetError {
+    /// Whether the target is simply absent (report and retry slowly).
+    pub fn is_missing(&self) -> bool {
+        matches!(self, TargetError::NotFound { .. } | TargetError::UnknownKind { .. })
+    }
+
+    /// The underlying API error, if any.
+    pub fn api_error(&self) -> Option<&kube::Error> {
+        match self {
+            TargetError::Api { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Resolves and caches `ApiResource`s of scale targets.
+#[derive(Default)]
+pub struct Targets {
+    resolved: RwLock<HashMap<(String, String), ApiResource>>,
+}
+
+impl Targets {
+    async fn api(
+        &self,
+        client: &Client,
+        namespace: &str,
+        target: &ScaleTargetRef,
+    ) -> Result<Api<DynamicObject>, TargetError> {
+        let key = (target.api_version.clone(), target.kind.clone());
+        if let Some(ar) = self.resolved.read().await.get(&key) {
+            return Ok(Api::namespaced_with(client.clone(), namespace, ar));
+        }
+        let (group, version) = match target.api_version.split_once('/') {
+            Some((g, v)) => (g.to_string(), v.to_string()),
+            None => (String::new(), target.api_version.clone()),
+        };
+        let gvk = GroupVersionKind::gvk(&group, &version, &target.kind);
+        let (ar, _caps) = discovery::pinned_kind(client, &gvk).await.map_err(|e| TargetError::UnknownKind {
+            api_version: target.api_version.clone(),
+            kind: target.kind.clone(),
+            detail: e.to_string(),
+        })?;
+        self.resolved.write().await.insert(key, ar.clone());
+        Ok(Api::namespaced_with(client.clone(), namespace, &ar))
+    }
+
+    fn error(target: &ScaleTargetRef, namespace: &str, e: kube::Error) -> TargetError {
+        match &e {
+            kube::Error::Api(status) if status.code == 404 => TargetError::NotFound {
+                kind: target.kind.clone(),
+                namespace: namespace.to_string(),
+                name: target.name.clone(),
+            },
+            _ => TargetError::Api {
+                kind: target.kind.clone(),
+                namespace: namespace.to_string(),
+                name: target.name.clone(),
+                source: e,
+            },
+        }
+    }
+
+    /// Read a target's `/scale`.
+    pub async fn read(
+        &self,
+        client: &Client,
+        namespace: &str,
+        target: &ScaleTargetRef,
+    ) -> Result<ScaleReading, TargetError> {
+        let api = self.api(client, namespace, target).await?;
+        let scale = api.get_scale(&target.name).await.map_err(|e| Self::error(target, namespace, e))?;
+        let desired = scale.spec.and_then(|s| s.replicas).unwrap_or(0).max(0) as u32;
+        let running = scale.status.map(|s| s.replicas.max(0) as u32);
+        Ok(ScaleReading { desired, running })
+    }
+
+    /// Set a target's `spec.replicas` through `/scale`.
+    pub async fn write(
+        &self,
+        client: &Client,
+        namespace: &str,
+        target: &ScaleTargetRef,
+        replicas: u32,
+    ) -> Result<(), TargetError> {
+        let api = self.api(client, namespace, target).await?;
+        let patch = serde_json::json!({ "spec": { "replicas": replicas } });
+        let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_string()), ..Default::default() };
+        api.patch_scale(&target.name, &params, &Patch::Merge(&patch))
+            .await
+            .map_err(|e| Self::error(target, namespace, e))?;
+        Ok(())
+    }
+}

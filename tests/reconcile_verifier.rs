@@ -1,0 +1,331 @@
+//! One reconcile's exact API calls, against a scripted API server (the tower-test request
+//! verifier pattern): method, path, query (`fieldManager`, `force`), content type and body,
+//! with scripted 404 / 409 / 500 answers and the requeue that follows.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fulfillment_operator::controller::{Context, reconcile};
+use fulfillment_operator::crd::FulfillmentPlan;
+use fulfillment_operator::engine::{self, Memory, Policy, Reading, Replicas};
+use fulfillment_operator::leader::Leadership;
+use fulfillment_operator::telemetry::Metrics;
+use http::{Request, Response};
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use serde_json::{Value, json};
+use support::HttpStub;
+use tokio::sync::watch;
+use tower_test::mock;
+
+type Handle = mock::Handle<Request<Body>, Response<Body>>;
+
+const NOW: i64 = 1_800_000_000;
+
+fn fixed_now() -> jiff::Timestamp {
+    jiff::Timestamp::from_second(NOW).unwrap()
+}
+
+/// A Prometheus that answers every query with `value`.
+fn prometheus(value: f64) -> HttpStub {
+    HttpStub::start(move |_| {
+        let body = format!(
+            r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{}},"value":[{NOW},"{value}"]}}]}}}}"#
+        );
+        Some((200, "application/json", body))
+    })
+}
+
+/// The example plan, pointed at `prometheus`, with a memory in which every dimension has been
+/// at `factor` × target for ten minutes (so the windows are held).
+fn plan(prometheus: &str, factor: f64) -> FulfillmentPlan {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/orders-plan.yaml")).unwrap();
+    let mut plan = fulfillment_operator::plan::parse(&text).unwrap();
+    plan.spec.prometheus.address = prometheus.to_string();
+    plan.metadata.generation = Some(3);
+    let policy = Policy::from_spec(&plan.spec);
+    let current = Replicas { brokers: 3, workers: 12 };
+    let mut memory = Memory::default();
+    for i in (1..=40).rev() {
+        let t = NOW as f64 - f64::from(i) * 15.0;
+        let readings: Vec<Reading> = policy
+            .dimensions
+            .iter()
+            .map(|d| match d.kind {
+                engine::CapacityKind::Demand => Reading::Value(factor * d.target * 12.0),
+                engine::CapacityKind::Utilization => Reading::Value(factor * d.target),
+            })
+            .collect();
+        engine::step(&policy, &mut memory, t, &readings, current);
+    }
+    plan.status = Some(fulfillment_operator::crd::FulfillmentPlanStatus { memory: Some(memory), ..Default::default() });
+    plan
+}
+
+/// A context whose client talks to a scripted API server.
+fn context() -> (Arc<Context>, Handle, Arc<Metrics>) {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(service, "orders");
+    let metrics = Arc::new(Metrics::default());
+    let (_tx, rx) = watch::channel(Leadership::Leader);
+    std::mem::forget(_tx);
+    let ctx = Arc::new(Context::new(client, "operator-0", metrics.clone(), rx, fixed_now));
+    (ctx, handle, metrics)
+}
+
+struct Seen {
+    method: String,
+    path: String,
+    query: String,
+    content_type: String,
+    body: Value,
+}
+
+async fn next(handle: &mut Handle) -> (Seen, mock::SendResponse<Response<Body>>) {
+    let (request, send) = tokio::time::timeout(Duration::from_secs(10), handle.next_request())
+        .await
+        .expect("a request within 10 s")
+        .expect("the client is still there");
+    let (parts, body) = request.into_parts();
+    let bytes = body.collect_bytes().await.unwrap();
+    let seen = Seen {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().unwrap_or("").to_string(),
+        content_type: parts.headers.get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default(),
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    };
+    (seen, send)
+}
+
+fn reply(send: mock::SendResponse<Response<Body>>, code: u16, body: Value) {
+    send.send_response(Response::builder().status(code).body(Body::from(serde_json::to_vec(&body).unwrap())).unwrap());
+}
+
+fn status_error(code: u16, reason: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": reason, "reason": reason, "code": code})
+}
+
+fn apps_v1_resources() -> Value {
+    json!({
+        "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "apps/v1",
+        "resources": [
+            {"name": "deployments", "singularName": "deployment", "namespaced": true, "kind": "Deployment", "verbs": ["get", "list", "patch"]},
+            {"name": "deployments/scale", "singularName": "", "namespaced": true, "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]},
+            {"name": "statefulsets", "singularName": "statefulset", "namespaced": true, "kind": "StatefulSet", "verbs": ["get", "list", "patch"]},
+            {"name": "statefulsets/scale", "singularName": "", "namespaced": true, "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}
+        ]
+    })
+}
+
+fn scale(name: &str, replicas: u32) -> Value {
+    json!({"kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": {"name": name, "namespace": "orders"},
+           "spec": {"replicas": replicas}, "status": {"replicas": replicas}})
+}
+
+/// Discovery for apps/v1, then GET of a target's /scale.
+async fn serve_scale_read(handle: &mut Handle, plural: &str, name: &str, answer: Result<u32, u16>) {
+    let (seen, send) = next(handle).await;
+    if seen.path == "/apis/apps/v1" {
+        reply(send, 200, apps_v1_resources());
+        return Box::pin(serve_scale_read(handle, plural, name, answer)).await;
+    }
+    assert_eq!(
+        (seen.method.as_str(), seen.path.as_str()),
+        ("GET", format!("/apis/apps/v1/namespaces/orders/{plural}/{name}/scale").as_str())
+    );
+    match answer {
+        Ok(replicas) => reply(send, 200, scale(name, replicas)),
+        Err(code) => reply(send, code, status_error(code, "NotFound")),
+    }
+}
+
+fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+    query.split('&').find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+}
+
+#[tokio::test]
+async fn held_load_scales_brokers_then_workers_then_writes_status_and_an_event() {
+    // The stub answers 2 to every query: GPU memory 2.27× and slow share 16.7× target, orders
+    // 2/min (far below). The held windows (2× everything for ten minutes) put the held score at
+    // 1.2, above 1.10; the step is sized by the score now and cut by the step limit.
+    let prom = prometheus(2.0);
+    let plan = plan(&prom.url(), 2.0);
+    let plan_json = serde_json::to_value(&plan).unwrap();
+    let (ctx, mut handle, metrics) = context();
+    let task = tokio::spawn(reconcile(Arc::new(plan), ctx.clone()));
+
+    serve_scale_read(&mut handle, "statefulsets", "kafka-broker", Ok(3)).await;
+    serve_scale_read(&mut handle, "deployments", "checkout-worker", Ok(12)).await;
+
+    // Brokers are raised first, then workers.
+    let (seen, send) = next(&mut handle).await;
+    assert_eq!(
+        (seen.method.as_str(), seen.path.as_str()),
+        ("PATCH", "/apis/apps/v1/namespaces/orders/statefulsets/kafka-broker/scale")
+    );
+    assert_eq!(seen.content_type, "application/merge-patch+json");
+    assert_eq!(query_param(&seen.query, "fieldManager"), Some("fulfillment-operator"));
+    let brokers = seen.body["spec"]["replicas"].as_u64().unwrap();
+    assert!(brokers > 3 && brokers <= 12, "{}", seen.body);
+    reply(send, 200, scale("kafka-broker", brokers as u32));
+    let (seen, send) = next(&mut handle).await;
+    assert_eq!(seen.path, "/apis/apps/v1/namespaces/orders/deployments/checkout-worker/scale");
+    let workers = seen.body["spec"]["replicas"].as_u64().unwrap();
+    assert!(workers > 12 && workers <= 60 && workers <= brokers * 5, "{}", seen.body);
+    reply(send, 200, scale("checkout-worker", workers as u32));
+
+    // Status by server-side apply, forced, one field manager.
+    let (seen, send) = next(&mut handle).await;
+    assert_eq!(
+        (seen.method.as_str(), seen.path.as_str()),
+        ("PATCH", "/apis/fulfillment.dev/v1alpha1/namespaces/orders/fulfillmentplans/orders/status")
+    );
+    assert_eq!(seen.content_type, "application/apply-patch+yaml");
+    assert_eq!(query_param(&seen.query, "fieldManager"), Some("fulfillment-operator"));
+    assert_eq!(query_param(&seen.query, "force"), Some("true"));
+    let status = &seen.body["status"];
+    assert_eq!(status["observedGeneration"], 3);
+    assert_eq!(status["lastDecision"]["action"], "ScaleUp");
+    assert_eq!(status["workers"]["desired"], workers);
+    assert!(status["memory"]["samples"].as_array().unwrap().len() == 3, "memory kept in status");
+    let ready = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap();
+    assert_eq!(ready["status"], "True");
+    assert_eq!(ready["observedGeneration"], 3);
+    reply(send, 200, plan_json);
+
+    // A ScaledUp event that says why.
+    let (seen, send) = next(&mut handle).await;
+    assert_eq!((seen.method.as_str(), seen.path.as_str()), ("POST", "/apis/events.k8s.io/v1/namespaces/orders/events"));
+    assert_eq!(seen.body["reason"], "ScaledUp");
+    assert_eq!(seen.body["type"], "Normal");
+    assert_eq!(seen.body["reportingInstance"], "operator-0");
+    assert!(seen.body["note"].as_str().unwrap().contains("held above 1.10"), "{}", seen.body);
+    reply(send, 201, seen.body.clone());
+    // The step limit cut it: that is said too.
+    let (seen, send) = next(&mut handle).await;
+    assert_eq!(seen.body["reason"], "ScalingLimited");
+    assert!(seen.body["note"].as_str().unwrap().contains("step limit"), "{}", seen.body);
+    reply(send, 201, seen.body.clone());
+
+    let action = tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(15)));
+    let text = metrics.render();
+    assert!(
+        text.contains("fulfillment_scale_actions_total{namespace=\"orders\",plan=\"orders\",direction=\"up\"} 1"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn missing_target_is_reported_and_retried_slowly_without_touching_anything() {
+    let prom = prometheus(2.0);
+    let (ctx, mut handle, _) = context();
+    let plan = plan(&prom.url(), 2.0);
+    let plan_json = serde_json::to_value(&plan).unwrap();
+    let task = tokio::spawn(reconcile(Arc::new(plan), ctx));
+    serve_scale_read(&mut handle, "statefulsets", "kafka-broker", Ok(3)).await;
+    serve_scale_read(&mut handle, "deployments", "checkout-worker", Err(404)).await;
+    let (seen, send) = next(&mut handle).await;
+    assert!(seen.path.ends_with("/fulfillmentplans/orders/status"), "no /scale write: {}", seen.path);
+    let ready =
+        seen.body["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap().clone();
+    assert_eq!(ready["reason"], "TargetNotFound");
+    assert!(ready["message"].as_str().unwrap().contains("Deployment orders/checkout-worker not found"), "{ready}");
+    reply(send, 200, plan_json);
+    let (seen, send) = next(&mut handle).await;
+    assert_eq!(seen.body["reason"], "TargetNotFound");
+    assert_eq!(seen.body["type"], "Warning");
+    reply(send, 201, seen.body.clone());
+    let action = task.await.unwrap().unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(60)));
+}
+
+#[tokio::test]
+async fn scale_conflict_is_an_error_after_status_says_so() {
+    let prom = prometheus(2.0);
+    let (ctx, mut handle, _) = context();
+    let plan = plan(&prom.url(), 2.0);
+    let plan_json = serde_json::to_value(&plan).unwrap();
+    let task = tokio::spawn(reconcile(Arc::new(plan), ctx));
+    serve_scale_read(&mut handle, "statefulsets", "kafka-broker", Ok(3)).await;
+    serve_scale_read(&mut handle, "deployments", "checkout-worker", Ok(12)).await;
+    let (seen, send) = next(&mut handle).await;
+    assert!(seen.path.ends_with("/statefulsets/kafka-broker/scale") && seen.method == "PATCH");
+    reply(send, 409, status_error(409, "Conflict"));
+    // Workers are not touched after the brokers failed; status records the failure.
+    let (seen, send) = next(&mut handle).await;
+    assert!(seen.path.ends_with("/status"), "{}", seen.path);
+    let ready =
+        seen.body["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap().clone();
+    assert_eq!(ready["reason"], "ApplyFailed");
+    reply(send, 200, plan_json);
+    let err = task.await.unwrap().unwrap_err();
+    assert_eq!(err.metric_label(), "scale_conflict");
+}
+
+#[tokio::test]
+async fn status_write_failure_is_an_error() {
+    let prom = prometheus(1.0);
+    let (ctx, mut handle, _) = context();
+    let task = tokio::spawn(reconcile(Arc::new(plan(&prom.url(), 1.0)), ctx));
+    serve_scale_read(&mut handle, "statefulsets", "kafka-broker", Ok(3)).await;
+    serve_scale_read(&mut handle, "deployments", "checkout-worker", Ok(12)).await;
+    // Whatever the decision, status is written last: answer that with a 500.
+    loop {
+        let (seen, send) = next(&mut handle).await;
+        if seen.path.ends_with("/status") {
+            reply(send, 500, status_error(500, "InternalError"));
+            break;
+        }
+        reply(
+            send,
+            200,
+            if seen.path.ends_with("/scale") {
+                scale("x", seen.body["spec"]["replicas"].as_u64().unwrap_or(3) as u32)
+            } else {
+                seen.body.clone()
+            },
+        );
+    }
+    // Events may follow; answer them.
+    let answer = tokio::spawn(async move {
+        while let Ok(Some((req, send))) = tokio::time::timeout(Duration::from_secs(2), handle.next_request()).await {
+            drop(req);
+            reply(send, 201, json!({}));
+        }
+    });
+    let err = task.await.unwrap().unwrap_err();
+    assert_eq!(err.metric_label(), "status_write_server_error");
+    answer.abort();
+}
+
+#[tokio::test]
+async fn invalid_plan_writes_invalid_status_and_waits_for_a_change() {
+    let prom = prometheus(2.0);
+    let mut plan = plan(&prom.url(), 2.0);
+    plan.spec.workloads.workers.min_replicas = 80;
+    let plan_json = serde_json::to_value(&plan).unwrap();
+    let (ctx, mut handle, _) = context();
+    let task = tokio::spawn(reconcile(Arc::new(plan), ctx));
+    let (seen, send) = next(&mut handle).await;
+    assert!(seen.path.ends_with("/fulfillmentplans/orders/status"), "nothing else first: {}", seen.path);
+    let invalid =
+        seen.body["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Invalid").unwrap().clone();
+    assert_eq!(invalid["status"], "True");
+    assert!(
+        invalid["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.workloads.workers: minReplicas must be less than or equal to maxReplicas"),
+        "{invalid}"
+    );
+    reply(send, 200, plan_json);
+    let (seen, send) = next(&mut handle).await;
+    assert_eq!(seen.body["reason"], "InvalidPlan");
+    assert_eq!(seen.body["type"], "Warning");
+    reply(send, 201, seen.body.clone());
+    assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
+}
