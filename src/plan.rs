@@ -2,7 +2,9 @@
 //!
 //! Validation is the CRD's own schema rules: [`validate`] evaluates the `x-kubernetes-validations`
 //! CEL rules that the API server enforces, with the same messages, through kube's client-side CEL
-//! evaluator. There is no second list of rules to drift from the first.
+//! evaluator. There is no second list of rules to drift from the first. One check only Rust can
+//! make is added: every dimension's query must parse as PromQL and return an instant value (the
+//! API server sees a string; a broken query would otherwise only show up as missing data).
 
 use std::{fmt, path::Path};
 
@@ -83,13 +85,39 @@ pub fn parse(text: &str) -> Result<FulfillmentPlan, PlanError> {
     Ok(plan)
 }
 
-/// Evaluate the CRD's validation rules on `plan`. An `Err` lists every broken rule.
+/// Evaluate the CRD's validation rules, and parse every query, on `plan`. An `Err` lists every
+/// broken rule.
 pub fn validate(plan: &FulfillmentPlan) -> Result<(), PlanError> {
-    match plan.validate_cel() {
-        Ok(()) => Ok(()),
-        Err(errors) => Err(PlanError::Invalid(
-            errors.iter().map(|e| Violation { field: e.field_path.clone(), message: e.message.clone() }).collect(),
-        )),
+    let mut violations: Vec<Violation> = match plan.validate_cel() {
+        Ok(()) => Vec::new(),
+        Err(errors) => {
+            errors.iter().map(|e| Violation { field: e.field_path.clone(), message: e.message.clone() }).collect()
+        }
+    };
+    for (i, dim) in plan.spec.dimensions.iter().enumerate() {
+        if let Some(message) = query_problem(&dim.query) {
+            violations.push(Violation { field: format!("spec.dimensions[{i}].query"), message });
+        }
+    }
+    if violations.is_empty() { Ok(()) } else { Err(PlanError::Invalid(violations)) }
+}
+
+/// Why `query` cannot be a dimension's query, if it cannot.
+fn query_problem(query: &str) -> Option<String> {
+    use promql_parser::parser::value::ValueType;
+    if query.trim().is_empty() {
+        return None; // the CEL rule already says so
+    }
+    match promql_parser::parser::parse(query) {
+        Err(e) => Some(format!("query is not valid PromQL ({}); fix the expression", e.trim())),
+        Ok(expr) => match expr.value_type() {
+            ValueType::Vector | ValueType::Scalar => None,
+            ValueType::Matrix => Some(
+                "query returns a range vector; wrap it in a function such as rate() or avg_over_time() so it returns one value"
+                    .to_string(),
+            ),
+            ValueType::String => Some("query returns a string; it must return a number".to_string()),
+        },
     }
 }
 

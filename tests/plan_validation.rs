@@ -117,3 +117,17 @@ fn every_violation_is_listed() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn queries_must_be_promql_returning_one_value() {
+    let e = error_of(&with(
+        "query: sum(rate(orders_created_total{app=\"checkout\"}[1m])) * 60",
+        "query: sum(rate(orders_created_total[1m]) * 60",
+    ));
+    assert!(e.contains("spec.dimensions[0].query: query is not valid PromQL"), "{e}");
+    let e = error_of(&with(
+        "query: sum(rate(orders_created_total{app=\"checkout\"}[1m])) * 60",
+        "query: orders_created_total[5m]",
+    ));
+    assert!(e.contains("returns a range vector"), "{e}");
+}
