@@ -16,9 +16,9 @@ prometheus --version 2>&1 | head -n 1
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
-echo "==> cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets --quiet -- -D warnings
-echo "==> cargo test --all-targets"
-cargo test --all-targets
+echo "==> cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "==> cargo test --workspace --all-targets"
+cargo test --workspace --all-targets
 echo "==> cargo test --doc"
-cargo test --doc --quiet
+cargo test --workspace --doc --quiet

@@ -300,7 +300,9 @@ async fn controllers(config: &RunConfig, ctx: Arc<Context>, term: CancellationTo
     }
     let ready = tokio::spawn(async move {
         for store in stores {
-            let _ = store.wait_until_ready().await;
+            // The Controller waits on the same store; kube-runtime 5's readiness signal wakes only
+            // the last waiter (a oneshot under the hood), so ask again until it answers.
+            while tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await.is_err() {}
         }
         health.ready.store(true, Ordering::Relaxed);
         tracing::info!("plan watch synced");

@@ -317,3 +317,4 @@ impl Drop for Prometheus {
         self.kill();
     }
 }
+pub mod operator;
