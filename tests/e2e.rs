@@ -564,3 +564,23 @@ async fn kube_client(api: &StandIn) -> kube::Client {
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
     kube::Client::try_from(config).unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_releases_the_lease_so_the_standby_takes_over_at_once() {
+    let w = world(1.0, 3, 12).await;
+    w.api.store().create(plan(&w.prometheus.url(), &PlanOpts::default())).unwrap();
+    let mut a = Operator::start(w.api.kubeconfig_path(), "op-a", &[]);
+    a.wait_ready();
+    until("op-a leads", Duration::from_secs(10), &a, || a.metric("fulfillment_leader") == Some(1.0)).await;
+    let b = Operator::start(w.api.kubeconfig_path(), "op-b", &[]);
+    b.wait_ready();
+    assert_eq!(b.metric("fulfillment_leader"), Some(0.0));
+    let stopped = Instant::now();
+    assert!(a.terminate(), "a clean exit on SIGTERM");
+    until("op-b leads", Duration::from_secs(10), &b, || b.metric("fulfillment_leader") == Some(1.0)).await;
+    let takeover = stopped.elapsed();
+    // Released, not expired: well inside the 3 s lease.
+    assert!(takeover < Duration::from_millis(2500), "took over {takeover:?} after SIGTERM");
+    let lease = w.api.store().get("coordination.k8s.io/v1", "Lease", Some("default"), "fulfillment-operator").unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "op-b");
+}

@@ -298,6 +298,29 @@ async fn controllers(config: &RunConfig, ctx: Arc<Context>, term: CancellationTo
             });
         runs.push(run);
     }
+    // Plans deleted since: drop their in-process state and their metric series.
+    let prune = {
+        let stores = stores.clone();
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(300)).await;
+                let live: std::collections::HashSet<String> = stores
+                    .iter()
+                    .flat_map(|s| s.state())
+                    .map(|p| format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()))
+                    .collect();
+                let mut plans = ctx.plans.lock().await;
+                plans.retain(|key, _| {
+                    let keep = live.contains(key);
+                    if !keep && let Some((ns, name)) = key.split_once('/') {
+                        ctx.metrics.forget_plan(ns, name);
+                    }
+                    keep
+                });
+            }
+        })
+    };
     let ready = tokio::spawn(async move {
         for store in stores {
             // The Controller waits on the same store; kube-runtime 5's readiness signal wakes only
@@ -309,6 +332,7 @@ async fn controllers(config: &RunConfig, ctx: Arc<Context>, term: CancellationTo
     });
     futures::future::join_all(runs).await;
     ready.abort();
+    prune.abort();
 }
 
 async fn wait_for_signal() {
