@@ -1,0 +1,248 @@
+"""Tests of the Helm chart, rendered with Helm's own Go SDK (the helm-python-sdk wheel; no helm
+CLI on the build machines). Run by ./scripts/test.sh after the Rust tests, which build the
+binaries and record the operator's API calls in target/tmp/api-calls.json."""
+
+import json
+import os
+import re
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import helm_python as helm
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "charts" / "fulfillment-operator"
+OPERATOR = ROOT / "target" / "debug" / "fulfillment-operator"
+STANDIN = ROOT / "target" / "debug" / "kube-standin"
+API_CALLS = ROOT / "target" / "tmp" / "api-calls.json"
+
+VALUE_SETS = {
+    "defaults": {},
+    "namespaced": {"watchNamespaces": ["orders", "payments"], "rbac": {"secretNamespaces": ["orders"]}, "planSelector": "shard=a"},
+    "observability": {"serviceMonitor": {"enabled": True}, "networkPolicy": {"enabled": True, "apiServerCIDRs": ["10.0.0.1/32"]},
+                      "grafanaDashboard": {"enabled": True}},
+    "single": {"replicaCount": 1, "leaderElection": {"enabled": False}, "logFormat": "text"},
+}
+
+
+def render(values, namespace="ops"):
+    chart = helm.Chart.load(str(CHART))
+    out = chart.render(values, name="fo", namespace=namespace, is_install=True)
+    docs = []
+    for path, text in out.items():
+        if path.endswith("NOTES.txt"):
+            continue
+        docs += [d for d in yaml.safe_load_all(text) if d]
+    return docs, out
+
+
+def of_kind(docs, kind):
+    return [d for d in docs if d["kind"] == kind]
+
+
+def container(docs):
+    deploy = of_kind(docs, "Deployment")
+    assert len(deploy) == 1
+    return deploy[0], deploy[0]["spec"]["template"]["spec"]["containers"][0]
+
+
+def crate_version():
+    text = (ROOT / "Cargo.toml").read_text()
+    return re.search(r'^version = "([^"]+)"', text, re.M).group(1)
+
+
+def test_chart_versions_follow_the_crate():
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["appVersion"] == crate_version()
+    assert chart["version"] == crate_version()
+
+
+def test_the_chart_ships_the_generated_crd():
+    assert (CHART / "crds" / "fulfillment.dev_fulfillmentplans.yaml").read_text() == \
+        (ROOT / "crds" / "fulfillment.dev_fulfillmentplans.yaml").read_text(), \
+        "charts/fulfillment-operator/crds is stale: copy crds/fulfillment.dev_fulfillmentplans.yaml"
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_lints_strict_and_renders(name):
+    result = helm.lint(str(CHART), strict=True, kube_version="v1.33.0", values=VALUE_SETS[name])
+    assert result["errors"] == [], result
+    assert not [m for m in result["messages"] if m["severity"] > 1], result
+    docs, _ = render(VALUE_SETS[name])
+    for d in docs:
+        labels = d["metadata"].get("labels", {})
+        assert labels.get("app.kubernetes.io/name") == "fulfillment-operator", d["metadata"]
+        assert labels.get("app.kubernetes.io/instance") == "fo"
+        assert labels.get("app.kubernetes.io/version") == crate_version()
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_the_pod_is_hardened(name):
+    docs, _ = render(VALUE_SETS[name])
+    deploy, c = container(docs)
+    pod = deploy["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    sc = c["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    assert "limits" in c["resources"] and "requests" in c["resources"]
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+
+def granted(docs):
+    """(group, resource, verb) triples the rendered RBAC grants."""
+    out = set()
+    for role in of_kind(docs, "ClusterRole") + of_kind(docs, "Role"):
+        for rule in role["rules"]:
+            for g in rule["apiGroups"]:
+                for r in rule["resources"]:
+                    for v in rule["verbs"]:
+                        out.add((g, r, v))
+    return out
+
+
+def test_rbac_allows_every_call_the_operator_makes_and_nothing_more():
+    assert API_CALLS.exists(), f"{API_CALLS} is written by `cargo test --test api_calls`; run it first"
+    observed = {(c["group"], c["resource"], c["verb"]) for c in json.loads(API_CALLS.read_text())}
+    for values in [{"rbac": {"secretNamespaces": ["orders"]}},
+                   {"watchNamespaces": ["orders"], "rbac": {"secretNamespaces": ["orders"]}}]:
+        docs, _ = render(values)
+        grants = granted(docs)
+        assert observed - grants == set(), f"calls the chart does not allow: {observed - grants}"
+        assert grants - observed == set(), f"granted but never used: {grants - observed}"
+    # By default no Secret may be read; without leader election no Lease.
+    docs, _ = render({"leaderElection": {"enabled": False}})
+    grants = granted(docs)
+    assert not any(r == "secrets" for _, r, _ in grants)
+    assert not any(r == "leases" for _, r, _ in grants)
+    # Namespaced install: Roles in the watched namespaces only, no ClusterRole.
+    docs, _ = render({"watchNamespaces": ["orders", "payments"]})
+    assert of_kind(docs, "ClusterRole") == []
+    assert sorted(r["metadata"]["namespace"] for r in of_kind(docs, "Role") if "leader" not in r["metadata"]["name"]) == ["orders", "payments"]
+    # Every rule says why.
+    rbac = (CHART / "templates" / "rbac.yaml").read_text() + (CHART / "templates" / "_helpers.tpl").read_text()
+    for match in re.finditer(r"\n(\s*)- apiGroups:", rbac):
+        before = rbac[:match.start()].rstrip().splitlines()[-1].strip()
+        assert before.startswith("#") or before.startswith("{{- range") or before == "rules:", f"rule without a comment before: {rbac[match.start():match.start()+80]!r}"
+
+
+@pytest.mark.parametrize("values,field", [
+    ({"replicaCount": "two"}, "replicaCount"),
+    ({"replicaCount": 0}, "replicaCount"),
+    ({"logFormat": "xml"}, "logFormat"),
+    ({"watchNamespaces": ["Not_A_Namespace"]}, "watchNamespaces"),
+    ({"leaderElection": {"leaseDuration": "fifteen seconds"}}, "leaseDuration"),
+    ({"replicas": 2}, "replicas"),
+    ({"rbac": {"scaleTargets": [{"apiGroup": "apps"}]}}, "resources"),
+])
+def test_values_schema_rejects_bad_values(values, field):
+    chart = helm.Chart.load(str(CHART))
+    with pytest.raises(Exception) as err:
+        chart.validate_schema(values)
+    assert field in str(err.value), str(err.value)
+
+
+def run_help():
+    return subprocess.run([str(OPERATOR), "run", "--help"], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_the_args_the_chart_passes_are_flags_the_binary_accepts(name):
+    docs, _ = render(VALUE_SETS[name])
+    _, c = container(docs)
+    assert c["args"][0] == "run"
+    help_text = run_help()
+    for arg in c["args"][1:]:
+        flag = arg.split("=", 1)[0]
+        assert f"{flag} <" in help_text, f"{flag} is not a flag of `fulfillment-operator run`"
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_rendered_yaml_passes_yamllint(name, tmp_path):
+    _, out = render(VALUE_SETS[name])
+    for path, text in out.items():
+        if path.endswith(".yaml") and text.strip():
+            f = tmp_path / Path(path).name
+            f.write_text(text)
+            r = subprocess.run([str(Path(os.sys.executable).parent / "yamllint"), "-d", "{extends: relaxed, rules: {line-length: disable}}", str(f)],
+                               capture_output=True, text=True)
+            assert r.returncode == 0, f"{path}:\n{r.stdout}{r.stderr}"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_binary_starts_with_exactly_what_the_chart_renders_and_becomes_ready(tmp_path):
+    assert OPERATOR.exists() and STANDIN.exists(), "build first: cargo build --workspace"
+    port = free_port()
+    docs, _ = render({"adminPort": port, "watchNamespaces": ["orders"]}, namespace="ops")
+    deploy, c = container(docs)
+    kubeconfig = tmp_path / "kubeconfig.yaml"
+    standin = subprocess.Popen([str(STANDIN), "--kubeconfig", str(kubeconfig), "--crd", str(CHART / "crds" / "fulfillment.dev_fulfillmentplans.yaml"),
+                                "--namespace", "ops", "--namespace", "orders"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert standin.stdout.readline().startswith("ready ")
+        env = {"PATH": os.environ.get("PATH", ""), "KUBECONFIG": str(kubeconfig)}
+        for e in c["env"]:
+            if "value" in e:
+                env[e["name"]] = e["value"]
+            else:
+                field = e["valueFrom"]["fieldRef"]["fieldPath"]
+                env[e["name"]] = {"metadata.name": "fo-fulfillment-operator-7d9f-abcde", "metadata.namespace": "ops"}[field]
+        args = [a.replace("0.0.0.0:", "127.0.0.1:") for a in c["args"]]
+        operator = subprocess.Popen([str(OPERATOR), *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            probe = c["readinessProbe"]["httpGet"]["path"]
+            deadline = time.time() + 30
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}{probe}", timeout=1) as r:
+                        if r.status == 200:
+                            break
+                except Exception:
+                    pass
+                assert time.time() < deadline, "the operator did not become ready"
+                time.sleep(0.1)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                assert "fulfillment_leader 1" in r.read().decode()
+        finally:
+            operator.terminate()
+            assert operator.wait(timeout=20) == 0, operator.stderr.read()
+            log = operator.stderr.read()
+            assert '"identity":"fo-fulfillment-operator-7d9f-abcde"' in log.replace(" ", "") or "fo-fulfillment-operator-7d9f-abcde" in log
+    finally:
+        standin.stdin.close()
+        standin.wait(timeout=10)
+
+
+def test_the_dockerfile_builds_the_binary_on_a_non_root_distroless_base():
+    text = (ROOT / "Dockerfile").read_text()
+    stages = re.findall(r"^FROM (\S+)(?: AS (\S+))?", text, re.M)
+    assert len(stages) == 2, "multi-stage: build, then runtime"
+    assert stages[-1][0].startswith("gcr.io/distroless/") and stages[-1][0].endswith(":nonroot")
+    user = re.findall(r"^USER (\S+)", text, re.M)[-1]
+    assert re.fullmatch(r"[1-9][0-9]*:[1-9][0-9]*", user), f"numeric non-root user, got {user}"
+    assert 'ENTRYPOINT ["/usr/local/bin/fulfillment-operator"]' in text
+    assert 'CMD ["run"]' in text
+    cargo = (ROOT / "Cargo.toml").read_text()
+    assert re.search(r'\[\[bin\]\]\nname = "fulfillment-operator"', cargo)
+    # The dependency layer stubs every target Cargo.toml declares, or `cargo build` fails there.
+    benches = set(re.findall(r'\[\[bench\]\]\nname = "([^"]+)"', cargo))
+    stubbed = set(re.search(r"for b in ([^;]+); do", text).group(1).split())
+    assert benches == stubbed, f"benches {benches} vs stubbed {stubbed}"
+    for src in re.findall(r"^COPY (?!--from)(\S+)", text, re.M):
+        assert (ROOT / src).exists(), f"COPY {src}: not in the repository"
+    assert "--locked" in text and "--bin fulfillment-operator" in text
