@@ -13,21 +13,10 @@ use kube_standin::{Config, StandIn};
 use serde_json::json;
 use support::operator::Operator;
 
-const KAFKA_NODE_POOL_CRD: &str = r#"
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: kafkanodepools.kafka.strimzi.io}
-spec:
-  group: kafka.strimzi.io
-  scope: Namespaced
-  names: {kind: KafkaNodePool, plural: kafkanodepools, singular: kafkanodepool}
-  versions:
-    - name: v1beta2
-      served: true
-      storage: true
-      subresources: {status: {}, scale: {specReplicasPath: .spec.replicas, statusReplicasPath: .status.replicas}}
-      schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
-"#;
+/// A Strimzi-like custom resource with a scale subresource, for the brokers.
+fn kafka_node_pool_crd() -> String {
+    kube_standin::scalable_crd("kafka.strimzi.io", "v1beta2", "KafkaNodePool", "kafkanodepools")
+}
 
 fn workload(kind: &str, name: &str, replicas: u32) -> serde_json::Value {
     json!({"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": name, "namespace": "orders"},
@@ -53,7 +42,7 @@ async fn the_operator_makes_exactly_these_api_calls() {
     let exporter = support::Exporter::start();
     exporter.set("load 3\n");
     let prometheus = support::Prometheus::scraping(&[exporter.target()]);
-    let mut config = Config::default().with_crd(fulfillment_operator::plan::crd_yaml()).with_crd(KAFKA_NODE_POOL_CRD);
+    let mut config = Config::default().with_crd(fulfillment_operator::plan::crd_yaml()).with_crd(kafka_node_pool_crd());
     config.namespaces.push("orders".into());
     let api = StandIn::start(config).await.unwrap();
     let store = api.store();

@@ -16,28 +16,9 @@ use support::{Exporter, Prometheus};
 const NS: &str = "orders";
 
 /// A Strimzi-like custom resource with a scale subresource, for the brokers.
-const KAFKA_NODE_POOL_CRD: &str = r#"
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: kafkanodepools.kafka.strimzi.io}
-spec:
-  group: kafka.strimzi.io
-  scope: Namespaced
-  names: {kind: KafkaNodePool, plural: kafkanodepools, singular: kafkanodepool, shortNames: [knp]}
-  versions:
-    - name: v1beta2
-      served: true
-      storage: true
-      subresources:
-        status: {}
-        scale: {specReplicasPath: .spec.replicas, statusReplicasPath: .status.replicas}
-      schema:
-        openAPIV3Schema:
-          type: object
-          properties:
-            spec: {type: object, properties: {replicas: {type: integer}, roles: {type: array, items: {type: string}}}}
-            status: {type: object, properties: {replicas: {type: integer}}}
-"#;
+fn kafka_node_pool_crd() -> String {
+    kube_standin::scalable_crd("kafka.strimzi.io", "v1beta2", "KafkaNodePool", "kafkanodepools")
+}
 
 /// Load levels the exporter serves, as factors of each dimension's target at 12 workers.
 fn load(exporter: &Exporter, factor: f64) {
@@ -130,7 +111,7 @@ async fn world(factor: f64, brokers: u32, workers: u32) -> World {
     let exporter = Exporter::start();
     load(&exporter, factor);
     let prometheus = Prometheus::scraping(&[exporter.target()]);
-    let mut config = Config::default().with_crd(fulfillment_operator::plan::crd_yaml()).with_crd(KAFKA_NODE_POOL_CRD);
+    let mut config = Config::default().with_crd(fulfillment_operator::plan::crd_yaml()).with_crd(kafka_node_pool_crd());
     config.namespaces.push(NS.to_string());
     let api = StandIn::start(config).await.expect("stand-in starts");
     api.store().create(node_pool(brokers)).unwrap();

@@ -27,6 +27,7 @@
 //!    limits per period, then the bounds.
 
 mod policy;
+pub mod traffic;
 
 use std::collections::VecDeque;
 use std::fmt::{self, Write as _};

@@ -1,0 +1,484 @@
+//! Traffic failover between clusters: the pure state machine and weight arithmetic.
+//!
+//! Not yet wired into the CRD, the controller or `simulate` (that is the failover issue's next
+//! step); this module is the decision part, pinned by its own properties.
+//!
+//! Per cluster: `Healthy` → (health breached, held for the rule's window) → `Failed` → (healthy
+//! again, held for the hold-down) → `FailingBack { step }` → … → (last step, gates held) →
+//! `Healthy`. A gate breach during failback returns one step (from the first step, back to
+//! `Failed`, hold-down again). Weights: a failed cluster keeps `100 − shift` % of its normal share;
+//! at failback step `p` % it keeps `100 − shift + shift × p / 100` %; what it sheds goes to the
+//! fully healthy clusters in proportion to their normal weights. With no fully healthy cluster
+//! the last weights are kept (never all zero). Integer percentages always sum to 100.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+const EPS: f64 = 1e-9;
+
+/// One cluster's failover settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClusterPolicy {
+    /// Cluster name.
+    pub name: String,
+    /// Normal traffic weight (any positive scale).
+    pub weight: f64,
+    /// The health query's value above this is a breach.
+    pub threshold: f64,
+    /// A breach counts once held this long, seconds.
+    pub breach_for: f64,
+    /// An unreachable cluster counts as breached after this long, seconds.
+    pub unreachable_after: f64,
+}
+
+/// A failback gate: a query that must stay at or below `bound` for `hold` seconds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GatePolicy {
+    /// Gate name.
+    pub name: String,
+    /// Highest acceptable value.
+    pub bound: f64,
+    /// How long it must have held, seconds.
+    pub hold: f64,
+}
+
+/// Failover settings of a plan.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrafficPolicy {
+    /// The clusters.
+    pub clusters: Vec<ClusterPolicy>,
+    /// Percent of a failed cluster's share moved to the healthy ones.
+    pub shift_percent: f64,
+    /// Healthy-again must hold this long before failback starts, seconds.
+    pub hold_down: f64,
+    /// Failback steps, percent of the shifted traffic returned, increasing, ending at 100.
+    pub steps: Vec<f64>,
+    /// Time at each step before the next, seconds.
+    pub step_interval: f64,
+    /// Gates that must hold to advance.
+    pub gates: Vec<GatePolicy>,
+}
+
+/// One cluster's phase.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "phase")]
+pub enum ClusterPhase {
+    /// Serving its normal share.
+    Healthy,
+    /// Failed over; `since` is when the breach was confirmed.
+    Failed {
+        /// When.
+        since: f64,
+    },
+    /// Stepping back; at `step` since `at`.
+    FailingBack {
+        /// Index into the steps.
+        step: usize,
+        /// When the step was entered.
+        at: f64,
+    },
+}
+
+/// What happened, for events.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum TrafficEvent {
+    /// A cluster's breach was confirmed and traffic moves away.
+    FailoverStarted(String),
+    /// A failed cluster has been healthy for the hold-down.
+    ClusterRecovered(String),
+    /// Failback advanced to a step.
+    FailbackStep(String),
+    /// A gate failed; failback went back a step.
+    FailbackRolledBack(String),
+    /// Failback reached 100 %.
+    FailbackCompleted(String),
+    /// No cluster is fully healthy; weights are kept.
+    AllClustersUnhealthy,
+}
+
+/// A health (or gate) reading: a value, or nothing (no data / unreachable).
+pub type Sample = Option<f64>;
+
+/// What the traffic engine remembers.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrafficMemory {
+    phases: Vec<ClusterPhase>,
+    /// Per cluster: (t, breached?) samples within the longest window.
+    health: Vec<VecDeque<(f64, bool)>>,
+    /// Per cluster: since when it has been continuously healthy.
+    healthy_since: Vec<Option<f64>>,
+    /// Per gate: (t, ok?) samples.
+    gates: Vec<VecDeque<(f64, bool)>>,
+    /// The weights last decided.
+    last_weights: Vec<u32>,
+}
+
+/// The traffic decision.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrafficDecision {
+    /// Integer percent per cluster, summing to 100.
+    pub weights: Vec<u32>,
+    /// Phase per cluster.
+    pub phases: Vec<ClusterPhase>,
+    /// Per cluster: new share ÷ normal share (> 1 for survivors absorbing traffic): scale its
+    /// workers by this before shifting.
+    pub absorb: Vec<f64>,
+    /// What happened.
+    pub events: Vec<TrafficEvent>,
+}
+
+/// The normal weights as integer percentages (largest remainder, summing to 100).
+pub fn normal_weights(policy: &TrafficPolicy) -> Vec<u32> {
+    to_percent(&policy.clusters.iter().map(|c| c.weight.max(0.0)).collect::<Vec<_>>())
+}
+
+/// Real shares → integer percentages summing to 100 by the largest-remainder method.
+pub fn to_percent(shares: &[f64]) -> Vec<u32> {
+    let total: f64 = shares.iter().filter(|s| s.is_finite() && **s > 0.0).sum();
+    if shares.is_empty() {
+        return Vec::new();
+    }
+    if total <= 0.0 {
+        let mut out = vec![0; shares.len()];
+        out[0] = 100;
+        return out;
+    }
+    let exact: Vec<f64> =
+        shares.iter().map(|s| if s.is_finite() && *s > 0.0 { s / total * 100.0 } else { 0.0 }).collect();
+    let mut out: Vec<u32> = exact.iter().map(|e| e.floor() as u32).collect();
+    let mut missing = 100 - out.iter().sum::<u32>().min(100);
+    let mut order: Vec<usize> = (0..shares.len()).collect();
+    order.sort_by(|a, b| (exact[*b] - exact[*b].floor()).total_cmp(&(exact[*a] - exact[*a].floor())).then(a.cmp(b)));
+    for i in order.iter().cycle() {
+        if missing == 0 {
+            break;
+        }
+        out[*i] += 1;
+        missing -= 1;
+    }
+    out
+}
+
+fn retained(policy: &TrafficPolicy, phase: ClusterPhase) -> f64 {
+    let shift = policy.shift_percent.clamp(0.0, 100.0) / 100.0;
+    match phase {
+        ClusterPhase::Healthy => 1.0,
+        ClusterPhase::Failed { .. } => 1.0 - shift,
+        ClusterPhase::FailingBack { step, .. } => {
+            let p = policy.steps.get(step).copied().unwrap_or(100.0).clamp(0.0, 100.0) / 100.0;
+            1.0 - shift + shift * p
+        }
+    }
+}
+
+/// Whether every sample within `[now − window, now]` is `true`, with the window covered.
+fn held(samples: &VecDeque<(f64, bool)>, now: f64, window: f64) -> bool {
+    let start = now - window;
+    let mut covered = false;
+    for (t, ok) in samples.iter().rev() {
+        if !ok {
+            return false;
+        }
+        if *t <= start + EPS {
+            covered = true;
+            break;
+        }
+    }
+    covered
+}
+
+fn push(samples: &mut VecDeque<(f64, bool)>, now: f64, ok: bool, keep: f64) {
+    samples.push_back((now, ok));
+    while samples.len() > 1 && samples[1].0 <= now - keep + EPS {
+        samples.pop_front();
+    }
+}
+
+/// Decide traffic at `now` from one health sample per cluster (`None`: no answer, counted as a
+/// breach once it lasts `unreachable_after`) and one sample per gate.
+pub fn decide_traffic(
+    policy: &TrafficPolicy,
+    memory: &mut TrafficMemory,
+    health: &[Sample],
+    gates: &[Sample],
+    now: f64,
+) -> TrafficDecision {
+    let n = policy.clusters.len();
+    if memory.phases.len() != n || memory.gates.len() != policy.gates.len() {
+        *memory = TrafficMemory {
+            phases: vec![ClusterPhase::Healthy; n],
+            health: vec![VecDeque::new(); n],
+            healthy_since: vec![None; n],
+            gates: vec![VecDeque::new(); policy.gates.len()],
+            last_weights: normal_weights(policy),
+        };
+    }
+    let mut events = Vec::new();
+    for (g, gate) in policy.gates.iter().enumerate() {
+        let ok = gates.get(g).copied().flatten().is_some_and(|v| v.is_finite() && v <= gate.bound);
+        push(&mut memory.gates[g], now, ok, gate.hold.max(policy.step_interval) + 1.0);
+    }
+    let gates_held = policy.gates.iter().enumerate().all(|(g, gate)| held(&memory.gates[g], now, gate.hold));
+    let gate_failing =
+        policy.gates.iter().enumerate().find(|(g, _)| memory.gates[*g].back().is_some_and(|(_, ok)| !ok));
+
+    for (c, cluster) in policy.clusters.iter().enumerate() {
+        let sample = health.get(c).copied().flatten();
+        // A breach: over the threshold; no answer counts only once it lasts `unreachable_after`.
+        let breached_now = match sample {
+            Some(v) => !v.is_finite() || v > cluster.threshold,
+            None => true,
+        };
+        let window = if sample.is_none() { cluster.unreachable_after } else { cluster.breach_for };
+        push(
+            &mut memory.health[c],
+            now,
+            !breached_now,
+            cluster.breach_for.max(cluster.unreachable_after).max(policy.hold_down) + 1.0,
+        );
+        let breach_held = {
+            let samples = &memory.health[c];
+            let start = now - window;
+            let mut covered = false;
+            let mut all_bad = true;
+            for (t, ok) in samples.iter().rev() {
+                if *ok {
+                    all_bad = false;
+                    break;
+                }
+                if *t <= start + EPS {
+                    covered = true;
+                    break;
+                }
+            }
+            all_bad && covered
+        };
+        if breached_now {
+            memory.healthy_since[c] = None;
+        } else if memory.healthy_since[c].is_none() {
+            memory.healthy_since[c] = Some(now);
+        }
+        let healthy_for = memory.healthy_since[c].map(|s| now - s).unwrap_or(0.0);
+        let name = cluster.name.clone();
+        let next = match memory.phases[c] {
+            ClusterPhase::Healthy if breach_held => {
+                events.push(TrafficEvent::FailoverStarted(name));
+                ClusterPhase::Failed { since: now }
+            }
+            ClusterPhase::Failed { .. } if !breached_now && healthy_for + EPS >= policy.hold_down => {
+                events.push(TrafficEvent::ClusterRecovered(name.clone()));
+                events.push(TrafficEvent::FailbackStep(name));
+                ClusterPhase::FailingBack { step: 0, at: now }
+            }
+            ClusterPhase::FailingBack { .. } if breach_held => {
+                events.push(TrafficEvent::FailoverStarted(name));
+                ClusterPhase::Failed { since: now }
+            }
+            ClusterPhase::FailingBack { step, .. } if gate_failing.is_some() => {
+                events.push(TrafficEvent::FailbackRolledBack(name));
+                if step == 0 {
+                    memory.healthy_since[c] = Some(now);
+                    ClusterPhase::Failed { since: now }
+                } else {
+                    ClusterPhase::FailingBack { step: step - 1, at: now }
+                }
+            }
+            ClusterPhase::FailingBack { step, at } if now - at + EPS >= policy.step_interval && gates_held => {
+                // Entering the last step (100 %) is completion.
+                if step + 1 >= policy.steps.len().saturating_sub(1).max(1) {
+                    events.push(TrafficEvent::FailbackCompleted(name));
+                    ClusterPhase::Healthy
+                } else {
+                    events.push(TrafficEvent::FailbackStep(name));
+                    ClusterPhase::FailingBack { step: step + 1, at: now }
+                }
+            }
+            unchanged => unchanged,
+        };
+        memory.phases[c] = next;
+    }
+
+    let base: Vec<f64> = policy.clusters.iter().map(|c| c.weight.max(0.0)).collect();
+    let keep: Vec<f64> = memory.phases.iter().map(|p| retained(policy, *p)).collect();
+    let receivers: f64 = base.iter().zip(&keep).filter(|(_, k)| **k >= 1.0 - EPS).map(|(b, _)| b).sum();
+    let shed: f64 = base.iter().zip(&keep).map(|(b, k)| b * (1.0 - k)).sum();
+    let weights = if shed > EPS && receivers <= EPS {
+        events.push(TrafficEvent::AllClustersUnhealthy);
+        memory.last_weights.clone()
+    } else {
+        let shares: Vec<f64> = base
+            .iter()
+            .zip(&keep)
+            .map(|(b, k)| if *k >= 1.0 - EPS { b + shed * b / receivers.max(EPS) } else { b * k })
+            .collect();
+        to_percent(&shares)
+    };
+    let normal = normal_weights(policy);
+    let absorb =
+        weights.iter().zip(&normal).map(|(w, n)| if *n == 0 { 1.0 } else { f64::from(*w) / f64::from(*n) }).collect();
+    memory.last_weights = weights.clone();
+    TrafficDecision { weights, phases: memory.phases.clone(), absorb, events }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn policy(n: usize) -> TrafficPolicy {
+        TrafficPolicy {
+            clusters: (0..n)
+                .map(|i| ClusterPolicy {
+                    name: format!("c{i}"),
+                    weight: 1.0 + i as f64,
+                    threshold: 0.2,
+                    breach_for: 30.0,
+                    unreachable_after: 30.0,
+                })
+                .collect(),
+            shift_percent: 70.0,
+            hold_down: 120.0,
+            steps: vec![1.0, 5.0, 25.0, 50.0, 100.0],
+            step_interval: 60.0,
+            gates: vec![GatePolicy { name: "errors".into(), bound: 0.01, hold: 30.0 }],
+        }
+    }
+
+    /// Run with `health(t, cluster)` and `gate(t)` every 5 s.
+    fn run(
+        p: &TrafficPolicy,
+        secs: f64,
+        health: impl Fn(f64, usize) -> Sample,
+        gate: impl Fn(f64) -> Sample,
+    ) -> Vec<(f64, TrafficDecision)> {
+        let mut m = TrafficMemory::default();
+        let mut out = Vec::new();
+        let mut t = 0.0;
+        while t <= secs {
+            let h: Vec<Sample> = (0..p.clusters.len()).map(|c| health(t, c)).collect();
+            out.push((t, decide_traffic(p, &mut m, &h, &[gate(t)], t)));
+            t += 5.0;
+        }
+        out
+    }
+
+    #[test]
+    fn two_regions_fail_over_seventy_percent_and_fail_back_step_by_step() {
+        let mut p = policy(2);
+        p.clusters[0].weight = 50.0;
+        p.clusters[1].weight = 50.0;
+        // eu (c0) breaches from 100 s to 400 s.
+        let trace =
+            run(&p, 1500.0, |t, c| Some(if c == 0 && (100.0..400.0).contains(&t) { 0.5 } else { 0.05 }), |_| Some(0.0));
+        let at = |secs: f64| &trace.iter().find(|(t, _)| *t >= secs).unwrap().1;
+        assert_eq!(at(0.0).weights, [50, 50]);
+        assert_eq!(at(125.0).weights, [50, 50], "not before the 30 s window");
+        let failed =
+            trace.iter().find(|(_, d)| d.events.contains(&TrafficEvent::FailoverStarted("c0".into()))).unwrap();
+        assert_eq!(failed.0, 130.0);
+        assert_eq!(failed.1.weights, [15, 85], "c0 keeps 30 % of its 50");
+        assert!((failed.1.absorb[1] - 1.7).abs() < 1e-9, "the survivor absorbs 85/50");
+        // Recovered at 400, hold-down 120 s → failback starts at 520, one step a minute.
+        let steps: Vec<(f64, u32)> = trace
+            .iter()
+            .filter(|(_, d)| {
+                d.events.iter().any(|e| matches!(e, TrafficEvent::FailbackStep(_) | TrafficEvent::FailbackCompleted(_)))
+            })
+            .map(|(t, d)| (*t, d.weights[0]))
+            .collect();
+        assert_eq!(steps.first().unwrap().0, 520.0);
+        let shares: Vec<u32> = steps.iter().map(|s| s.1).collect();
+        assert_eq!(shares, [15, 17, 24, 33, 50], "1 %, 5 %, 25 %, 50 %, 100 % of the shifted 35 returned");
+        assert_eq!(trace.last().unwrap().1.weights, [50, 50]);
+    }
+
+    #[test]
+    fn a_gate_breach_rolls_back_one_step() {
+        let p = policy(2);
+        let trace = run(
+            &p,
+            1200.0,
+            |t, c| Some(if c == 0 && (0.0..200.0).contains(&t) { 0.5 } else { 0.05 }),
+            |t| Some(if (520.0..540.0).contains(&t) { 0.5 } else { 0.0 }),
+        );
+        let rolled = trace.iter().find(|(_, d)| d.events.contains(&TrafficEvent::FailbackRolledBack("c0".into())));
+        assert!(rolled.is_some());
+    }
+
+    #[test]
+    fn all_unhealthy_keeps_the_last_weights() {
+        let p = policy(2);
+        let trace = run(&p, 300.0, |t, _| Some(if t >= 100.0 { 0.5 } else { 0.05 }), |_| Some(0.0));
+        let last = &trace.last().unwrap().1;
+        assert!(last.events.contains(&TrafficEvent::AllClustersUnhealthy));
+        assert_eq!(last.weights.iter().sum::<u32>(), 100);
+        assert!(last.weights.iter().all(|w| *w > 0), "never every backend at 0: {:?}", last.weights);
+    }
+
+    #[test]
+    fn an_unreachable_cluster_fails_after_its_window_and_recovers() {
+        let p = policy(2);
+        let trace =
+            run(&p, 800.0, |t, c| if c == 0 && (100.0..200.0).contains(&t) { None } else { Some(0.05) }, |_| Some(0.0));
+        let failed = trace.iter().find(|(_, d)| matches!(d.phases[0], ClusterPhase::Failed { .. })).unwrap();
+        assert_eq!(failed.0, 130.0);
+        assert_eq!(trace.last().unwrap().1.phases[0], ClusterPhase::Healthy);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        #[test]
+        fn weights_sum_to_100_and_never_go_negative(shares in prop::collection::vec(prop_oneof![0.0..1000.0f64, Just(0.0), Just(f64::NAN), Just(f64::INFINITY)], 1..6)) {
+            let w = to_percent(&shares);
+            prop_assert_eq!(w.iter().sum::<u32>(), 100);
+        }
+
+        #[test]
+        fn any_health_history_keeps_weights_valid_and_monotone_in_each_phase(
+            n in 2usize..4,
+            bad in prop::collection::vec(prop::collection::vec(prop_oneof![3 => Just(Some(0.05)), 1 => Just(Some(0.5)), 1 => Just(None)], 4), 1..300),
+            gate_bad in prop::collection::vec(any::<bool>(), 300),
+        ) {
+            let p = policy(n);
+            let mut m = TrafficMemory::default();
+            let mut prev: Option<TrafficDecision> = None;
+            for (i, h) in bad.iter().enumerate() {
+                let t = i as f64 * 5.0;
+                let gate = if gate_bad[i % gate_bad.len()] { Some(0.5) } else { Some(0.0) };
+                let d = decide_traffic(&p, &mut m, &h[..n], &[gate], t);
+                prop_assert_eq!(d.weights.iter().sum::<u32>(), 100);
+                prop_assert!(d.weights.iter().any(|w| *w > 0));
+                if let Some(prev) = &prev {
+                    for c in 0..n {
+                        // While a cluster stays Failed its share only decreases or stays.
+                        if matches!((prev.phases[c], d.phases[c]), (ClusterPhase::Failed { .. }, ClusterPhase::Failed { .. }))
+                            && !d.events.contains(&TrafficEvent::AllClustersUnhealthy)
+                            && prev.phases.iter().zip(&d.phases).all(|(a, b)| std::mem::discriminant(a) == std::mem::discriminant(b))
+                        {
+                            prop_assert!(d.weights[c] <= prev.weights[c] + 1, "{:?} → {:?}", prev.weights, d.weights);
+                        }
+                        // Failback steps only move forward unless a rollback is announced.
+                        if let (ClusterPhase::FailingBack { step: a, .. }, ClusterPhase::FailingBack { step: b, .. }) = (prev.phases[c], d.phases[c]) {
+                            prop_assert!(b >= a || d.events.iter().any(|e| matches!(e, TrafficEvent::FailbackRolledBack(_))));
+                        }
+                    }
+                }
+                prev = Some(d);
+            }
+        }
+
+        #[test]
+        fn flapping_faster_than_the_windows_causes_no_transition(period in 1usize..5) {
+            // Bad for `period` samples (5 s each, < the 30 s window), good for one, repeated.
+            let p = policy(2);
+            let trace = run(&p, 1000.0, |t, c| {
+                let i = (t / 5.0) as usize;
+                Some(if c == 0 && i % (period + 1) != period { 0.5 } else { 0.05 })
+            }, |_| Some(0.0));
+            prop_assert!(trace.iter().all(|(_, d)| d.events.is_empty() && d.phases[0] == ClusterPhase::Healthy));
+        }
+    }
+}
