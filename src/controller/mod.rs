@@ -103,6 +103,8 @@ pub(crate) struct PlanState {
     pub failures: u32,
     /// Consecutive evaluations with a failed Prometheus query, for backoff.
     pub query_failures: u32,
+    /// The generation that last passed validation.
+    pub valid_generation: Option<i64>,
     /// Last emission per event reason: (situation fingerprint, when), to rate-limit.
     pub last_events: HashMap<&'static str, (String, Instant)>,
 }
@@ -119,6 +121,8 @@ pub struct Context {
     pub targets: targets::Targets,
     /// Per-plan state kept in this process, by `namespace/name`.
     pub(crate) plans: Mutex<HashMap<String, PlanState>>,
+    /// Prometheus clients shared by plans with the same connection settings (by their hash).
+    pub(crate) sources: Mutex<HashMap<u64, PrometheusSource>>,
     /// Leadership as the election sees it; nothing is changed unless this is `Leader`.
     pub leadership: watch::Receiver<Leadership>,
     /// The clock; the engine never reads it, only the reconcile does.
@@ -143,6 +147,7 @@ impl Context {
             metrics,
             targets: targets::Targets::default(),
             plans: Mutex::new(HashMap::new()),
+            sources: Mutex::new(HashMap::new()),
             leadership,
             clock,
         }

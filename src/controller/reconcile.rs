@@ -39,8 +39,20 @@ pub async fn reconcile(plan: Arc<FulfillmentPlan>, ctx: Arc<Context>) -> Result<
     let generation = plan.metadata.generation;
     let now = (ctx.clock)();
 
-    // Validate: an invalid plan is reported and never acted on; it waits for a change.
-    if let Err(PlanError::Invalid(violations)) = plan::validate(&plan) {
+    // Validate: an invalid plan is reported and never acted on; it waits for a change. A spec
+    // that passed is not checked again until its generation changes (compiling the CEL rules is
+    // most of a reconcile's CPU).
+    let validated = ctx
+        .plans
+        .lock()
+        .await
+        .get(&key)
+        .is_some_and(|s| s.valid_generation.is_some() && s.valid_generation == generation);
+    let verdict = if validated { Ok(()) } else { plan::validate(&plan) };
+    if verdict.is_ok() && !validated {
+        ctx.plans.lock().await.entry(key.clone()).or_default().valid_generation = generation;
+    }
+    if let Err(PlanError::Invalid(violations)) = verdict {
         let message = violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
         write_status(&ctx, &plan, &Outcome::Invalid { message: message.clone() }, now).await?;
         emit_limited(&ctx, &plan, &key, EventType::Warning, "InvalidPlan", &format!("{generation:?}"), &message).await;
@@ -255,14 +267,31 @@ async fn source_for(ctx: &Context, plan: &FulfillmentPlan, key: &str) -> Result<
         Some(r) => Some(read_secret(ctx, &namespace, &r.name, &r.key).await?),
         None => None,
     };
-    let source = PrometheusSource::new(&PrometheusConfig {
+    let config = PrometheusConfig {
         address: conn.address.clone(),
         timeout: conn.timeout.as_std(),
         bearer_token,
         ca_pem,
         insecure_skip_verify: tls.insecure_skip_verify,
-    })
-    .map_err(|e| e.to_string())?;
+    };
+    // Plans that reach the same Prometheus with the same credentials share one client and its
+    // connection pool: a fleet of plans is a handful of connections, not one client per plan.
+    let shared_key = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (&config.address, config.timeout, &config.bearer_token, &config.ca_pem, config.insecure_skip_verify)
+            .hash(&mut h);
+        h.finish()
+    };
+    let existing = ctx.sources.lock().await.get(&shared_key).cloned();
+    let source = match existing {
+        Some(source) => source,
+        None => {
+            let source = PrometheusSource::new(&config).map_err(|e| e.to_string())?;
+            ctx.sources.lock().await.insert(shared_key, source.clone());
+            source
+        }
+    };
     ctx.plans.lock().await.entry(key.to_string()).or_default().source = Some((print, source.clone(), Instant::now()));
     Ok(source)
 }
