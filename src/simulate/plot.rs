@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use super::Replay;
@@ -49,7 +50,7 @@ fn draw(
     // Time in hours for long replays, minutes otherwise, so the axis gets round ticks.
     let (unit, unit_name) =
         if end > 3.0 * 3600.0 { (3600.0, "hours from start") } else { (60.0, "minutes from start") };
-    let x_fmt = |x: &f64| format!("{x}");
+    let x_end = end / unit;
     let names: Vec<String> = replay
         .steps
         .first()
@@ -65,32 +66,14 @@ fn draw(
         .fold(1.5f64, f64::max)
         .min(5.0)
         * 1.05;
-    let mut chart = ChartBuilder::on(&panels[0])
-        .caption("Dimension ratios (needed ÷ current capacity; 1.0 = at target)", ("sans-serif", 16))
-        .margin(8)
-        .x_label_area_size(28)
-        .y_label_area_size(48)
-        .build_cartesian_2d(0f64..end / unit, 0f64..ratio_max)?;
-    chart.configure_mesh().x_label_formatter(&x_fmt).x_desc(unit_name).y_desc("ratio").draw()?;
+    let caption = "Dimension ratios (needed ÷ current capacity; 1.0 = at target)";
+    let mut chart = panel(&panels[0], caption, x_end, ratio_max, unit_name, "ratio")?;
     for (i, name) in names.iter().enumerate() {
-        let color = PALETTE[i % PALETTE.len()];
-        let series =
-            segments(replay, unit, |s| s.decision.dimensions.get(i).and_then(|d| d.ratio).map(|r| r.min(ratio_max)));
-        let mut first = true;
-        for seg in series {
-            let drawn = chart.draw_series(LineSeries::new(seg, color.stroke_width(2)))?;
-            if first {
-                drawn.label(name.clone()).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
-                first = false;
-            }
-        }
+        let ratio =
+            |s: &super::ReplayStep| s.decision.dimensions.get(i).and_then(|d| d.ratio).map(|r| r.min(ratio_max));
+        lines(&mut chart, segments(replay, unit, ratio), PALETTE[i % PALETTE.len()].stroke_width(2), name)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()?;
+    legend(&mut chart)?;
 
     // 2. Composite score, held score and the thresholds.
     let (up, down) = replay.triggers;
@@ -102,43 +85,19 @@ fn draw(
         .fold(up * 1.2, f64::max)
         .min(5.0)
         * 1.05;
-    let mut chart = ChartBuilder::on(&panels[1])
-        .caption("Composite score (weighted mean of ratios) and thresholds", ("sans-serif", 16))
-        .margin(8)
-        .x_label_area_size(28)
-        .y_label_area_size(48)
-        .build_cartesian_2d(0f64..end / unit, 0f64..score_max)?;
-    chart.configure_mesh().x_label_formatter(&x_fmt).x_desc(unit_name).y_desc("score").draw()?;
+    let caption = "Composite score (weighted mean of ratios) and thresholds";
+    let mut chart = panel(&panels[1], caption, x_end, score_max, unit_name, "score")?;
     for (value, label) in [(up, "scale-up above"), (down, "scale-down below")] {
         chart
-            .draw_series(DashedLineSeries::new(vec![(0.0, value), (end / unit, value)], 6, 4, RED.stroke_width(1)))?
+            .draw_series(DashedLineSeries::new(vec![(0.0, value), (x_end, value)], 6, 4, RED.stroke_width(1)))?
             .label(format!("{label} {value:.2}"))
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], RED));
     }
-    let mut first = true;
-    for seg in segments(replay, unit, |s| s.decision.score.map(|v| v.min(score_max))) {
-        let drawn = chart.draw_series(LineSeries::new(seg, BLACK.stroke_width(2)))?;
-        if first {
-            drawn.label("score now").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK));
-            first = false;
-        }
-    }
-    let mut first = true;
-    for seg in segments(replay, unit, |s| s.decision.held_up.map(|v| v.min(score_max))) {
-        let drawn = chart.draw_series(LineSeries::new(seg, PALETTE[3].stroke_width(1)))?;
-        if first {
-            drawn
-                .label("score held for the windows (scale-up)")
-                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], PALETTE[3]));
-            first = false;
-        }
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()?;
+    let now = segments(replay, unit, |s| s.decision.score.map(|v| v.min(score_max)));
+    lines(&mut chart, now, BLACK.stroke_width(2), "score now")?;
+    let held = segments(replay, unit, |s| s.decision.held_up.map(|v| v.min(score_max)));
+    lines(&mut chart, held, PALETTE[3].stroke_width(1), "score held for the windows (scale-up)")?;
+    legend(&mut chart)?;
 
     // 3. Replicas with actions marked.
     let peak = replay
@@ -148,20 +107,17 @@ fn draw(
         .map(|s| s.decision.desired.workers.max(s.decision.desired.brokers))
         .max()
         .unwrap_or(1);
-    let mut chart = ChartBuilder::on(&panels[2])
-        .caption("Replicas (▲ scale-up, ▼ scale-down)", ("sans-serif", 16))
-        .margin(8)
-        .x_label_area_size(28)
-        .y_label_area_size(48)
-        .build_cartesian_2d(0f64..end / unit, 0f64..(f64::from(peak) * 1.15 + 1.0))?;
-    chart.configure_mesh().x_label_formatter(&x_fmt).x_desc(unit_name).y_desc("replicas").draw()?;
-    let lines: [ReplicaLine; 2] = [("workers", |r| r.workers, PALETTE[0]), ("brokers", |r| r.brokers, PALETTE[1])];
-    for (name, of, color) in &lines {
+    let caption = "Replicas (▲ scale-up, ▼ scale-down)";
+    let mut chart = panel(&panels[2], caption, x_end, f64::from(peak) * 1.15 + 1.0, unit_name, "replicas")?;
+    let workloads: [ReplicaLine; 2] = [("workers", |r| r.workers, PALETTE[0]), ("brokers", |r| r.brokers, PALETTE[1])];
+    for (name, of, color) in &workloads {
         let color = *color;
-        chart
-            .draw_series(LineSeries::new(staircase(replay, unit, of), color.stroke_width(2)))?
-            .label(format!("{name} ({})", replay.label))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
+        lines(
+            &mut chart,
+            vec![staircase(replay, unit, of)],
+            color.stroke_width(2),
+            &format!("{name} ({})", replay.label),
+        )?;
         if let Some(b) = baseline {
             chart
                 .draw_series(DashedLineSeries::new(staircase(b, unit, of), 5, 4, color.mix(0.6).stroke_width(1)))?
@@ -177,22 +133,62 @@ fn draw(
                 chart.draw_series(std::iter::once(TriangleMarker::new((step.t / unit, y), 6, PALETTE[2].filled())))?;
             }
             Action::ScaleDown => {
-                chart.draw_series(std::iter::once(Text::new(
-                    "▼",
-                    (step.t / unit, y),
-                    ("sans-serif", 12).into_font().color(&RED),
-                )))?;
+                let font = ("sans-serif", 12).into_font().color(&RED);
+                chart.draw_series(std::iter::once(Text::new("▼", (step.t / unit, y), font)))?;
             }
             Action::Hold => {}
         }
     }
+    legend(&mut chart)?;
+    root.present()?;
+    Ok(())
+}
+
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// One panel: caption, time axis in `unit` seconds, y from 0 to `y_max`.
+fn panel<'a, 'b>(
+    area: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    caption: &str,
+    x_end: f64,
+    y_max: f64,
+    x_desc: &str,
+    y_desc: &str,
+) -> Result<Chart<'a, 'b>, Box<dyn std::error::Error>> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 16))
+        .margin(8)
+        .x_label_area_size(28)
+        .y_label_area_size(48)
+        .build_cartesian_2d(0f64..x_end, 0f64..y_max)?;
+    chart.configure_mesh().x_label_formatter(&|x: &f64| format!("{x}")).x_desc(x_desc).y_desc(y_desc).draw()?;
+    Ok(chart)
+}
+
+/// Draw line segments, labelling the first for the legend.
+fn lines(
+    chart: &mut Chart<'_, '_>,
+    segments: Vec<Vec<(f64, f64)>>,
+    style: ShapeStyle,
+    label: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    for (i, seg) in segments.into_iter().enumerate() {
+        let drawn = chart.draw_series(LineSeries::new(seg, style))?;
+        if i == 0 {
+            drawn.label(label).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
+        }
+    }
+    Ok(())
+}
+
+/// The legend, top left.
+fn legend<'b: 'a, 'a>(chart: &mut Chart<'a, 'b>) -> Result<(), Box<dyn std::error::Error>> {
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperLeft)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()?;
-    root.present()?;
     Ok(())
 }
 
