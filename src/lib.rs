@@ -7,7 +7,8 @@
 //! - [`prometheus`]: the metric source (instant and range queries).
 //! - [`simulate`]: replaying a plan over a trace or Prometheus history.
 //! - [`controller`]: `run`, the Kubernetes controller; [`leader`]: leader election;
-//!   [`telemetry`]: metrics, admin port and logs.
+//!   [`telemetry`]: metrics, admin port and logs; [`router`]: traffic routers (HTTPRoute,
+//!   VirtualService) for failover.
 
 pub mod controller;
 pub mod crd;
@@ -16,6 +17,7 @@ pub mod engine;
 pub mod leader;
 pub mod plan;
 pub mod prometheus;
+pub mod router;
 pub mod simulate;
 pub mod telemetry;
 pub mod yaml;

@@ -1,0 +1,121 @@
+//! The traffic routers against the stand-in API server: Gateway API HTTPRoute and Istio
+//! VirtualService weights read and set, entries not owned by the plan left alone, and the patch
+//! pinned to what was read.
+
+use fulfillment_operator::router::{RouterError, TrafficRouter, WeightedRoute};
+use kube_standin::{Config, StandIn};
+use serde_json::json;
+
+fn permissive_crd(group: &str, kind: &str, plural: &str) -> String {
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{plural}.{group}")},
+        "spec": {"group": group, "scope": "Namespaced",
+                 "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase()},
+                 "versions": [{"name": "v1", "served": true, "storage": true,
+                               "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}]}
+    })
+    .to_string()
+}
+
+async fn server() -> (StandIn, kube::Client) {
+    fulfillment_operator::prometheus::install_crypto_provider();
+    let mut config = Config::default()
+        .with_crd(permissive_crd("gateway.networking.k8s.io", "HTTPRoute", "httproutes"))
+        .with_crd(permissive_crd("networking.istio.io", "VirtualService", "virtualservices"));
+    config.namespaces.push("shop".into());
+    let api = StandIn::start(config).await.unwrap();
+    let kubeconfig = kube::config::Kubeconfig::read_from(api.kubeconfig_path()).unwrap();
+    let client =
+        kube::Client::try_from(kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap())
+            .unwrap();
+    (api, client)
+}
+
+#[tokio::test]
+async fn http_route_backend_weights_are_read_and_set() {
+    let (api, client) = server().await;
+    api.store()
+        .create(json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "checkout", "namespace": "shop"},
+            "spec": {"parentRefs": [{"name": "edge"}], "rules": [
+                {"matches": [{"path": {"type": "PathPrefix", "value": "/health"}}], "backendRefs": [{"name": "health", "port": 80}]},
+                {"backendRefs": [{"name": "checkout-eu", "port": 80, "weight": 50}, {"name": "canary", "port": 80, "weight": 0}, {"name": "checkout-us", "port": 80, "weight": 50}]}]}}))
+        .unwrap();
+    let router = WeightedRoute::http_route(
+        client.clone(),
+        "shop",
+        "checkout",
+        1,
+        vec!["checkout-eu".into(), "checkout-us".into()],
+    );
+    assert_eq!(router.get_routes().await.unwrap(), [50, 50]);
+    router.set_routes(&[15, 85]).await.unwrap();
+    assert_eq!(router.get_routes().await.unwrap(), [15, 85]);
+    let route = api.store().get("gateway.networking.k8s.io/v1", "HTTPRoute", Some("shop"), "checkout").unwrap();
+    let refs = &route["spec"]["rules"][1]["backendRefs"];
+    assert_eq!(refs[1], json!({"name": "canary", "port": 80, "weight": 0}), "entries of no cluster are left alone");
+    assert_eq!(route["spec"]["rules"][0]["backendRefs"][0], json!({"name": "health", "port": 80}));
+    // The patch pins the object's version and each entry's identity.
+    let patch = api.requests().into_iter().rev().find(|r| r.method == "PATCH").unwrap();
+    assert_eq!(patch.content_type.as_deref(), Some("application/json-patch+json"));
+    let ops = patch.body.unwrap();
+    assert_eq!(ops[0]["op"], "test");
+    assert_eq!(ops[0]["path"], "/metadata/resourceVersion");
+    assert!(
+        ops.as_array().unwrap().iter().any(|o| o["op"] == "test"
+            && o["path"] == "/spec/rules/1/backendRefs/2/name"
+            && o["value"] == "checkout-us")
+    );
+}
+
+#[tokio::test]
+async fn virtual_service_destination_weights_are_read_and_set() {
+    let (api, client) = server().await;
+    api.store()
+        .create(json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": "checkout", "namespace": "shop"},
+            "spec": {"hosts": ["checkout.shop.example"], "http": [{"route": [
+                {"destination": {"host": "checkout.eu.svc.cluster.local"}, "weight": 34},
+                {"destination": {"host": "checkout.us.svc.cluster.local"}, "weight": 33},
+                {"destination": {"host": "checkout.ap.svc.cluster.local"}, "weight": 33}]}]}}))
+        .unwrap();
+    let hosts = ["checkout.eu.svc.cluster.local", "checkout.us.svc.cluster.local", "checkout.ap.svc.cluster.local"];
+    let router =
+        WeightedRoute::virtual_service(client, "shop", "checkout", 0, hosts.iter().map(|h| h.to_string()).collect());
+    assert_eq!(router.get_routes().await.unwrap(), [34, 33, 33]);
+    router.set_routes(&[10, 45, 45]).await.unwrap();
+    assert_eq!(router.get_routes().await.unwrap(), [10, 45, 45]);
+    let vs = api.store().get("networking.istio.io/v1", "VirtualService", Some("shop"), "checkout").unwrap();
+    assert_eq!(vs["spec"]["http"][0]["route"][0]["destination"]["host"], hosts[0]);
+}
+
+#[tokio::test]
+async fn bad_mappings_and_all_zero_are_refused_without_a_write() {
+    let (api, client) = server().await;
+    api.store()
+        .create(json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "checkout", "namespace": "shop"},
+            "spec": {"rules": [{"backendRefs": [{"name": "checkout-eu", "weight": 50}, {"name": "checkout-us", "weight": 50}]}]}}))
+        .unwrap();
+    let missing = WeightedRoute::http_route(
+        client.clone(),
+        "shop",
+        "checkout",
+        0,
+        vec!["checkout-eu".into(), "checkout-ap".into()],
+    );
+    let e = missing.get_routes().await.unwrap_err().to_string();
+    assert!(e.contains("no backendRefs entry for backend \"checkout-ap\""), "{e}");
+    let wrong_rule = WeightedRoute::http_route(client.clone(), "shop", "checkout", 3, vec!["checkout-eu".into()]);
+    assert!(wrong_rule.get_routes().await.unwrap_err().to_string().contains("has no rules[3].backendRefs"));
+    let router = WeightedRoute::http_route(
+        client.clone(),
+        "shop",
+        "checkout",
+        0,
+        vec!["checkout-eu".into(), "checkout-us".into()],
+    );
+    assert!(router.set_routes(&[0, 0]).await.unwrap_err().to_string().contains("every backend to 0"));
+    assert!(router.set_routes(&[100]).await.is_err());
+    let gone = WeightedRoute::http_route(client, "shop", "nope", 0, vec![]);
+    assert!(matches!(gone.get_routes().await, Err(RouterError::NotFound { .. })));
+    assert!(api.requests().iter().all(|r| r.method != "PATCH"), "nothing written");
+}
