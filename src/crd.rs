@@ -71,6 +71,8 @@ pub const FIELD_MANAGER: &str = "fulfillment-operator";
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
+    validation = Rule::new("has(self.traffic) == (has(self.clusters) && size(self.clusters) > 0)").message("clusters and traffic go together: set traffic (the router, failover, failback) with two or more clusters, or neither"),
+    validation = Rule::new("!has(self.clusters) || size(self.clusters) == 0 || size(self.clusters) >= 2").message("failover needs at least two clusters"),
     validation = Rule::new("!has(self.missingData) || !has(self.missingData.fallback) || (self.missingData.fallback.brokers >= self.workloads.brokers.minReplicas && self.missingData.fallback.brokers <= self.workloads.brokers.maxReplicas && self.missingData.fallback.workers >= self.workloads.workers.minReplicas && self.missingData.fallback.workers <= self.workloads.workers.maxReplicas)")
         .message("missingData.fallback must lie within each workload's [minReplicas, maxReplicas]: change the fallback replicas or the bounds")
         .field_path(".missingData.fallback"),
@@ -110,6 +112,210 @@ pub struct FulfillmentPlanSpec {
     /// What to do when a dimension has no data (no series, NaN, or the query failed).
     #[serde(default)]
     pub missing_data: MissingData,
+
+    /// The clusters this plan's traffic is spread across, for failover between them (omit for a
+    /// plan that serves one cluster). At most one cluster is this one (no kubeconfig).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    #[x_kube(
+        validation = Rule::new("self.all(c, self.filter(d, d.name == c.name).size() == 1)").message("cluster names must be unique: rename the duplicate cluster"),
+        validation = Rule::new("self.filter(c, !has(c.kubeconfigSecretRef)).size() <= 1").message("at most one cluster can be the local one (without kubeconfigSecretRef)"),
+        validation = Rule::new("self.all(c, self.filter(d, d.backend == c.backend).size() == 1)").message("each cluster needs its own backend in the route"),
+    )]
+    pub clusters: Vec<ClusterSpec>,
+
+    /// How traffic moves between `clusters` on failure and back on recovery. Required with
+    /// clusters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<TrafficSpec>,
+}
+
+/// One cluster that serves part of the plan's traffic.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterSpec {
+    /// Cluster name (lower case letters, digits and `-`), used in status, events and traces
+    /// (`health:<name>`).
+    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("cluster name must be lower case letters, digits and '-', starting with a letter"))]
+    pub name: String,
+    /// A key of a Secret in the plan's namespace holding a kubeconfig for this cluster's API
+    /// server. Omit for the cluster the operator runs in. Never logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig_secret_ref: Option<SecretKeyRef>,
+    /// Name of the workers target in this cluster (same apiVersion and kind as
+    /// `workloads.workers.targetRef`, in a namespace of the plan's name), when it differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub workers_name: Option<String>,
+    /// Normal share of the traffic (relative; the weights need not sum to 100).
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 1000").message("weight must be between 1 and 1000"))]
+    pub weight: i32,
+    /// The entry in the route that carries this cluster's traffic: a backendRef name (Gateway
+    /// API) or a destination host (Istio).
+    #[schemars(length(min = 1, max = 253))]
+    pub backend: String,
+    /// When the cluster counts as failed.
+    pub health: HealthRule,
+    /// How long this cluster's API server may be unreachable before the cluster counts as
+    /// failed (Go duration; default 30s).
+    #[serde(default = "default_unreachable_after")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') && duration(self) <= duration('1h')").message("unreachableAfter must be a Go duration of at most 1h, such as 30s"))]
+    pub unreachable_after: GoDuration,
+}
+
+fn default_unreachable_after() -> GoDuration {
+    GoDuration::from_secs(30)
+}
+
+/// A cluster health rule: breached while the query's value is above `threshold`; counted once
+/// held for `for`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthRule {
+    /// PromQL returning one value for this cluster, e.g. etcd p99 request latency in seconds.
+    #[schemars(length(min = 1, max = 4096))]
+    pub query: String,
+    /// The value above which the cluster is unhealthy (0.2 for 200 ms).
+    pub threshold: f64,
+    /// How long the breach must hold (Go duration, up to 1h).
+    #[serde(rename = "for", default = "default_health_for")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') && duration(self) <= duration('1h')").message("health.for must be a Go duration of at most 1h, such as 30s"))]
+    pub breach_for: GoDuration,
+}
+
+fn default_health_for() -> GoDuration {
+    GoDuration::from_secs(30)
+}
+
+/// How traffic moves between clusters.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficSpec {
+    /// The route whose weights are set (in this cluster).
+    pub router: RouterSpec,
+    /// Failover on a confirmed failure.
+    #[serde(default)]
+    pub failover: FailoverSpec,
+    /// Progressive failback after recovery.
+    #[serde(default)]
+    pub failback: FailbackSpec,
+}
+
+/// Exactly one route kind.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.httpRoute) != has(self.virtualService)").message("set exactly one of router.httpRoute and router.virtualService"))]
+pub struct RouterSpec {
+    /// A Gateway API HTTPRoute in the plan's namespace: the backendRef weights of one rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_route: Option<RouteRef>,
+    /// An Istio VirtualService in the plan's namespace: the destination weights of one http route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_service: Option<RouteRef>,
+}
+
+/// A route object and which of its rules carries the plan's traffic.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteRef {
+    /// Name of the route object.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Index of the rule (`spec.rules[i]`) or http route (`spec.http[i]`); default 0.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 63").message("index must be between 0 and 63"))]
+    pub index: i32,
+}
+
+/// Failover settings.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverSpec {
+    /// Percent of a failed cluster's share moved to the healthy clusters (default 70).
+    #[serde(default = "default_shift")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 100").message("shiftPercent must be between 1 and 100"))]
+    pub shift_percent: i32,
+    /// Scale the healthy clusters' workers for the share they absorb before moving traffic
+    /// (default true).
+    #[serde(default = "yes")]
+    pub prescale_survivors: bool,
+}
+
+fn default_shift() -> i32 {
+    70
+}
+fn yes() -> bool {
+    true
+}
+
+impl Default for FailoverSpec {
+    fn default() -> Self {
+        Self { shift_percent: 70, prescale_survivors: true }
+    }
+}
+
+/// Failback settings.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("size(self.steps) >= 1 && self.steps[size(self.steps) - 1] == 100 && self.steps.all(s, s >= 1 && s <= 100)").message("failback.steps must be percentages from 1 to 100 ending at 100, such as [1, 5, 25, 50, 100]"))]
+#[x_kube(validation = Rule::new("self.steps.isSorted() && self.steps.all(s, self.steps.filter(t, t == s).size() == 1)").message("failback.steps must increase, such as [1, 5, 25, 50, 100]"))]
+pub struct FailbackSpec {
+    /// A recovered cluster must stay healthy this long before traffic returns (default 2m).
+    #[serde(default = "default_hold_down")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') && duration(self) <= duration('24h')").message("holdDown must be a Go duration of at most 24h, such as 2m"))]
+    pub hold_down: GoDuration,
+    /// Percent of the shifted traffic returned at each step, increasing, ending at 100.
+    #[serde(default = "default_steps")]
+    #[schemars(length(min = 1, max = 20))]
+    pub steps: Vec<i32>,
+    /// Time at each step before the next (default 1m).
+    #[serde(default = "default_step_interval")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') && duration(self) >= duration('1s') && duration(self) <= duration('1h')").message("stepInterval must be a Go duration between 1s and 1h, such as 1m"))]
+    pub step_interval: GoDuration,
+    /// Queries that must stay at or below their bound for their window before each step.
+    #[serde(default)]
+    #[schemars(length(max = 8))]
+    pub gates: Vec<GateSpec>,
+}
+
+fn default_hold_down() -> GoDuration {
+    GoDuration::from_secs(120)
+}
+fn default_steps() -> Vec<i32> {
+    vec![1, 5, 25, 50, 100]
+}
+fn default_step_interval() -> GoDuration {
+    GoDuration::from_secs(60)
+}
+
+impl Default for FailbackSpec {
+    fn default() -> Self {
+        Self {
+            hold_down: default_hold_down(),
+            steps: default_steps(),
+            step_interval: default_step_interval(),
+            gates: Vec::new(),
+        }
+    }
+}
+
+/// A failback gate.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GateSpec {
+    /// Gate name (for status, events and `gate:<name>` trace columns).
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// PromQL returning one value, e.g. the recovering cluster's error ratio.
+    #[schemars(length(min = 1, max = 4096))]
+    pub query: String,
+    /// The highest acceptable value.
+    pub max: f64,
+    /// How long it must have held before a step (Go duration, default 30s).
+    #[serde(rename = "for", default = "default_health_for")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') && duration(self) <= duration('1h')").message("gate for must be a Go duration of at most 1h"))]
+    pub hold: GoDuration,
 }
 
 fn default_interval() -> GoDuration {
@@ -485,6 +691,9 @@ pub struct FulfillmentPlanStatus {
     /// When the operator last changed a replica count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scale_time: Option<Time>,
+    /// Failover between clusters: each cluster's health, phase and traffic weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<TrafficStatus>,
     /// The decision engine's memory (recent samples per dimension, recommendations and scale
     /// changes), kept here so that a restarted operator or a new leader resumes the sustain and
     /// stabilization windows instead of starting them over. Written by the operator only.
@@ -533,4 +742,53 @@ pub struct DecisionStatus {
     pub action: String,
     /// A sentence saying why.
     pub reason: String,
+}
+
+/// Failover state.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficStatus {
+    /// Per cluster, in plan order.
+    #[serde(default)]
+    pub clusters: Vec<ClusterStatus>,
+    /// The failover state machine's memory (health and gate samples, phases), kept so a restart
+    /// or a new leader resumes where it was. Written by the operator only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "opaque_object")]
+    pub memory: Option<serde_json::Value>,
+}
+
+fn opaque_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
+}
+
+/// One cluster's failover state.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterStatus {
+    /// Cluster name.
+    pub name: String,
+    /// `Healthy`, `Failed` or `FailingBack`.
+    pub phase: String,
+    /// During failback, the percent of the shifted traffic returned so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failback_percent: Option<i32>,
+    /// Since when the cluster has been in this phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Time>,
+    /// The health query's last value; absent when it had none (or the cluster was unreachable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<f64>,
+    /// The health threshold.
+    pub threshold: f64,
+    /// Whether this cluster's API server answered.
+    pub reachable: bool,
+    /// Traffic weight (percent) the plan wants now.
+    pub weight: i32,
+    /// Traffic weight (percent) the route had when read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_weight: Option<i32>,
+    /// Workers in this cluster (spec.replicas of its workers target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<i32>,
 }

@@ -270,12 +270,23 @@ fn run_simulate(args: SimulateArgs) -> Result<(), String> {
         })
         .map_err(|e| e.to_string())?;
         let queries: Vec<String> = plan.spec.dimensions.iter().map(|d| d.query.clone()).collect();
+        let health: Vec<String> = plan.spec.clusters.iter().map(|c| c.health.query.clone()).collect();
+        let gates: Vec<String> =
+            plan.spec.traffic.iter().flat_map(|t| t.failback.gates.iter().map(|g| g.query.clone())).collect();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the async runtime: {e}"))?;
         runtime
-            .block_on(Trace::from_prometheus(&source, &policy, &queries, from, to, step.as_secs_f64()))
+            .block_on(Trace::from_prometheus(
+                &source,
+                &policy,
+                &queries,
+                (&health, &gates),
+                from,
+                to,
+                step.as_secs_f64(),
+            ))
             .map_err(|e| e.to_string())?
     };
     let options = ReplayOptions { initial, feedback: !args.no_feedback };

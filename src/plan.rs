@@ -99,6 +99,16 @@ pub fn validate(plan: &FulfillmentPlan) -> Result<(), PlanError> {
             violations.push(Violation { field: format!("spec.dimensions[{i}].query"), message });
         }
     }
+    for (i, cluster) in plan.spec.clusters.iter().enumerate() {
+        if let Some(message) = query_problem(&cluster.health.query) {
+            violations.push(Violation { field: format!("spec.clusters[{i}].health.query"), message });
+        }
+    }
+    for (i, gate) in plan.spec.traffic.iter().flat_map(|t| t.failback.gates.iter()).enumerate() {
+        if let Some(message) = query_problem(&gate.query) {
+            violations.push(Violation { field: format!("spec.traffic.failback.gates[{i}].query"), message });
+        }
+    }
     if violations.is_empty() { Ok(()) } else { Err(PlanError::Invalid(violations)) }
 }
 

@@ -50,6 +50,17 @@ pub struct ActionLabels {
     pub direction: String,
 }
 
+/// Labels naming a plan's cluster.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterLabels {
+    /// Plan namespace.
+    pub namespace: String,
+    /// Plan name.
+    pub plan: String,
+    /// Cluster name.
+    pub cluster: String,
+}
+
 /// Label of a failure kind.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
@@ -80,6 +91,8 @@ pub struct Metrics {
     pub scale_actions: Family<ActionLabels, Counter>,
     /// 1 while this replica is the leader.
     pub leader: Gauge,
+    /// Traffic weight (percent) each failover plan wants per cluster.
+    pub traffic_weight: Family<ClusterLabels, Gauge>,
 }
 
 /// The metric names, as exposed (tested against the README).
@@ -94,6 +107,7 @@ pub const METRIC_NAMES: &[&str] = &[
     "fulfillment_plan_current_replicas",
     "fulfillment_scale_actions_total",
     "fulfillment_leader",
+    "fulfillment_traffic_weight_percent",
 ];
 
 impl Default for Metrics {
@@ -109,6 +123,7 @@ impl Default for Metrics {
         let current_replicas = Family::<WorkloadLabels, Gauge>::default();
         let scale_actions = Family::<ActionLabels, Counter>::default();
         let leader = Gauge::default();
+        let traffic_weight = Family::<ClusterLabels, Gauge>::default();
         registry.register("reconcile_runs", "Reconciles run", reconcile_runs.clone());
         registry.register("reconcile_failures", "Reconciles that failed, by error kind", reconcile_failures.clone());
         registry.register_with_unit(
@@ -137,6 +152,12 @@ impl Default for Metrics {
         registry.register("plan_current_replicas", "Replicas each plan's targets had", current_replicas.clone());
         registry.register("scale_actions", "Replica changes applied, by direction", scale_actions.clone());
         registry.register("leader", "1 while this replica holds the leader lease", leader.clone());
+        registry.register_with_unit(
+            "traffic_weight",
+            "Traffic weight each failover plan wants per cluster",
+            prometheus_client::registry::Unit::Other("percent".into()),
+            traffic_weight.clone(),
+        );
         Self {
             registry,
             reconcile_runs,
@@ -149,6 +170,7 @@ impl Default for Metrics {
             current_replicas,
             scale_actions,
             leader,
+            traffic_weight,
         }
     }
 }

@@ -113,18 +113,25 @@ def granted(docs):
 
 def test_rbac_allows_every_call_the_operator_makes_and_nothing_more():
     assert API_CALLS.exists(), f"{API_CALLS} is written by `cargo test --test api_calls`; run it first"
+    failover_calls = API_CALLS.parent / "api-calls-failover.json"
+    assert failover_calls.exists(), f"{failover_calls} is written by `cargo test --test failover_e2e`; run it first"
     observed = {(c["group"], c["resource"], c["verb"]) for c in json.loads(API_CALLS.read_text())}
-    for values in [{"rbac": {"secretNamespaces": ["orders"]}},
-                   {"watchNamespaces": ["orders"], "rbac": {"secretNamespaces": ["orders"]}}]:
+    observed |= {(c["group"], c["resource"], c["verb"]) for c in json.loads(failover_calls.read_text())}
+    routers = {"gatewayAPI": True}
+    for values in [{"rbac": {"secretNamespaces": ["orders"], "routers": routers}},
+                   {"watchNamespaces": ["orders"], "rbac": {"secretNamespaces": ["orders"], "routers": routers}}]:
         docs, _ = render(values)
         grants = granted(docs)
         assert observed - grants == set(), f"calls the chart does not allow: {observed - grants}"
         assert grants - observed == set(), f"granted but never used: {grants - observed}"
-    # By default no Secret may be read; without leader election no Lease.
+    # By default no Secret may be read and no route changed; without leader election no Lease.
     docs, _ = render({"leaderElection": {"enabled": False}})
     grants = granted(docs)
     assert not any(r == "secrets" for _, r, _ in grants)
     assert not any(r == "leases" for _, r, _ in grants)
+    assert not any(r in ("httproutes", "virtualservices") for _, r, _ in grants)
+    docs, _ = render({"rbac": {"routers": {"istio": True}}})
+    assert ("networking.istio.io", "virtualservices", "patch") in granted(docs)
     # Namespaced install: Roles in the watched namespaces only, no ClusterRole.
     docs, _ = render({"watchNamespaces": ["orders", "payments"]})
     assert of_kind(docs, "ClusterRole") == []

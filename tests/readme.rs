@@ -133,6 +133,12 @@ fn every_metric_the_readme_lists_is_exposed_and_every_exposed_one_is_listed() {
         .scale_actions
         .get_or_create(&ActionLabels { namespace: "n".into(), plan: "p".into(), direction: "up".into() })
         .inc();
+    let cluster = fulfillment_operator::telemetry::ClusterLabels {
+        namespace: "n".into(),
+        plan: "p".into(),
+        cluster: "eu".into(),
+    };
+    metrics.traffic_weight.get_or_create(&cluster).set(50);
     let exposed = metrics.render();
     for piece in text.split('`').skip(1).step_by(2) {
         if let Some(name) = piece.strip_prefix("fulfillment_") {

@@ -298,9 +298,36 @@ def write_csv(name, dimensions, rows):
             f.write(",".join(str(c) for c in r) + "\n")
 
 
+def failover(name, clusters, failing, seed):
+    """Two hours at 15 s of a multi-region checkout: orders follow a gentle hump; `failing`'s
+    etcd p99 breaches 200 ms from 0:30 to 0:55 (with a 20 s blip at 0:10 that must not move
+    traffic); the failback gate (error ratio) spikes once at 0:59 while traffic returns."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(0, 2 * 3600 // 15 + 1):
+        t = i * 15
+        m = t / 60
+        orders = 6000 + 6000 * math.exp(-((m - 70) ** 2) / 400)
+        orders = max(0.0, orders * (1 + rng.gauss(0, 0.02)))
+        health = []
+        for c in clusters:
+            p99 = 0.04 + abs(rng.gauss(0, 0.01))
+            if c == failing and (30 <= m < 55 or 10 <= m < 10 + 20 / 60):
+                p99 = 0.45 + abs(rng.gauss(0, 0.05))
+            health.append(f"{p99:.4f}")
+        errors = 0.02 if 59 <= m < 60 else 0.001 + abs(rng.gauss(0, 0.0005))
+        rows.append([t, f"{orders:.0f}", *health, f"{errors:.4f}", 3, 12])
+    with open(HERE / name, "w") as f:
+        f.write(",".join(["time", "business", *[f"health:{c}" for c in clusters], "gate:errors", "brokers", "workers"]) + "\n")
+        for r in rows:
+            f.write(",".join(str(c) for c in r) + "\n")
+
+
 if __name__ == "__main__":
     flash_sale()
     diurnal_day()
     kafka_lag_burst()
     pulsar_backlog()
     rabbitmq_queue()
+    failover("failover-two-region.csv", ["eu", "us"], "eu", 21)
+    failover("failover-three-region.csv", ["eu", "us", "ap"], "us", 23)

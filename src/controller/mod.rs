@@ -6,6 +6,7 @@
 //! apply, one field manager) — followed by events and metrics. Each plan is evaluated at its own
 //! interval; a spec change reconciles at once; status writes do not retrigger.
 
+mod failover;
 mod reconcile;
 pub mod status;
 pub mod targets;
@@ -103,6 +104,8 @@ pub(crate) struct PlanState {
     pub failures: u32,
     /// Consecutive evaluations with a failed Prometheus query, for backoff.
     pub query_failures: u32,
+    /// Failover memory; None until seeded from status.
+    pub traffic: Option<crate::engine::traffic::TrafficMemory>,
     /// The generation that last passed validation.
     pub valid_generation: Option<i64>,
     /// Last emission per event reason: (situation fingerprint, when), to rate-limit.
@@ -123,6 +126,8 @@ pub struct Context {
     pub(crate) plans: Mutex<HashMap<String, PlanState>>,
     /// Prometheus clients shared by plans with the same connection settings (by their hash).
     pub(crate) sources: Mutex<HashMap<u64, PrometheusSource>>,
+    /// Clients of remote clusters, built from kubeconfig Secrets (by namespace/secret/key).
+    pub(crate) remotes: Mutex<failover::Remotes>,
     /// Leadership as the election sees it; nothing is changed unless this is `Leader`.
     pub leadership: watch::Receiver<Leadership>,
     /// The clock; the engine never reads it, only the reconcile does.
@@ -148,6 +153,7 @@ impl Context {
             targets: targets::Targets::default(),
             plans: Mutex::new(HashMap::new()),
             sources: Mutex::new(HashMap::new()),
+            remotes: Mutex::new(HashMap::new()),
             leadership,
             clock,
         }

@@ -13,8 +13,9 @@ use tracing::instrument;
 
 use super::status::{self, Outcome};
 use super::targets::{ScaleReading, TargetError};
-use super::{Context, Error, PlanState};
+use super::{Context, Error, PlanState, failover};
 use crate::crd::{FIELD_MANAGER, FulfillmentPlan, PrometheusConnection};
+use crate::engine::traffic::TrafficPolicy;
 use crate::engine::{self, Action as Decided, Decision, Memory, Missing, Policy, Reading, Replicas};
 use crate::plan::{self, PlanError};
 use crate::prometheus::{PrometheusConfig, PrometheusSource};
@@ -102,8 +103,33 @@ pub async fn reconcile(plan: Arc<FulfillmentPlan>, ctx: Arc<Context>) -> Result<
     }
     memory.record(&policy, &decision, scaled_at.is_some());
 
+    // Failover between clusters, for plans that have them: survivors first, then the route.
+    let failover = match TrafficPolicy::from_spec(&plan.spec) {
+        Some(traffic_policy) => {
+            let seeded = ctx.plans.lock().await.get_mut(&key).and_then(|s| s.traffic.take());
+            let traffic_memory = seeded.unwrap_or_else(|| failover::memory_from_status(&plan));
+            let source = source_for(&ctx, &plan, &key).await.ok();
+            let act = !paused && ctx.is_leader();
+            let out = failover::step(
+                &ctx,
+                &plan,
+                &traffic_policy,
+                traffic_memory,
+                source.as_ref(),
+                &namespace,
+                now_secs,
+                act,
+            )
+            .await;
+            ctx.plans.lock().await.entry(key.clone()).or_default().traffic = Some(out.memory.clone());
+            Some(out)
+        }
+        None => None,
+    };
+
     // Write status (with the memory), then keep the memory here too.
     let outcome = Outcome::Decided {
+        traffic: failover.as_ref().map(|f| Box::new(f.status.clone())),
         decision: Box::new(decision.clone()),
         paused,
         apply_error: apply_error.as_ref().map(|e| e.to_string()),
@@ -124,6 +150,23 @@ pub async fn reconcile(plan: Arc<FulfillmentPlan>, ctx: Arc<Context>) -> Result<
     };
 
     report(&ctx, &plan, &key, &decision, paused, scaled_at.is_some()).await;
+    if let Some(f) = &failover {
+        for c in &f.status.clusters {
+            let labels = crate::telemetry::ClusterLabels {
+                namespace: namespace.clone(),
+                plan: name.clone(),
+                cluster: c.name.clone(),
+            };
+            ctx.metrics.traffic_weight.get_or_create(&labels).set(i64::from(c.weight));
+        }
+    }
+    for (kind, reason, note) in failover.map(|f| f.events).unwrap_or_default() {
+        if kind == EventType::Warning {
+            emit_limited(&ctx, &plan, &key, kind, reason, &note, &note).await;
+        } else {
+            publish(&ctx, &plan, kind, reason, &note).await;
+        }
+    }
     if let Some(e) = apply_error {
         return Err(Error::Scale(e));
     }

@@ -116,6 +116,8 @@ pub enum Outcome {
         memory: Box<Memory>,
         /// Unix seconds of this decision's scale change, if it made one.
         scaled_at: Option<jiff::Timestamp>,
+        /// Failover state, for plans with clusters.
+        traffic: Option<Box<crate::crd::TrafficStatus>>,
     },
 }
 
@@ -192,7 +194,8 @@ pub fn build(
             c(ConditionType::Invalid, false, Reason::Valid, "The plan passed validation."),
             c(ConditionType::ScalingActive, false, Reason::TargetNotFound, message),
         ],
-        Outcome::Decided { decision, paused, apply_error, memory, scaled_at } => {
+        Outcome::Decided { decision, paused, apply_error, memory, scaled_at, traffic } => {
+            status.traffic = traffic.as_ref().map(|t| (**t).clone());
             status.score = decision.score.filter(|s| s.is_finite()).map(|s| (s * 1000.0).round() / 1000.0);
             status.brokers = Some(ReplicaStatus {
                 current: decision.current.brokers as i32,

@@ -119,6 +119,8 @@ pub struct Policy {
     pub scale_down: StepRules,
     /// Missing-data policy.
     pub missing: MissingPolicy,
+    /// Failover between clusters, for plans that have them.
+    pub traffic: Option<super::traffic::TrafficPolicy>,
 }
 
 fn replicas(n: i32) -> u32 {
@@ -170,6 +172,7 @@ impl Policy {
             scale_up: StepRules::from(&spec.scaling.scale_up),
             scale_down: StepRules::from(&spec.scaling.scale_down),
             missing,
+            traffic: super::traffic::TrafficPolicy::from_spec(spec),
         }
     }
 
@@ -191,6 +194,7 @@ impl Policy {
             scale_up: StepRules::from(&ScalingRules::default_up()),
             scale_down: StepRules::from(&ScalingRules::default_down()),
             missing: MissingPolicy::Renormalize { allow_scale_down: false },
+            traffic: self.traffic.clone(),
         }
     }
 

@@ -1,12 +1,9 @@
 //! Traffic failover between clusters: the pure state machine and weight arithmetic.
 //!
-//! Not yet wired into the CRD, the controller or `simulate` (that is the failover issue's next
-//! step); this module is the decision part, pinned by its own properties.
-//!
 //! Per cluster: `Healthy` → (health breached, held for the rule's window) → `Failed` → (healthy
 //! again, held for the hold-down) → `FailingBack { step }` → … → (last step, gates held) →
-//! `Healthy`. A gate breach during failback returns one step (from the first step, back to
-//! `Failed`, hold-down again). Weights: a failed cluster keeps `100 − shift` % of its normal share;
+//! `Healthy`. A gate breach during failback returns one step per step interval (from the first
+//! step, back to `Failed`, hold-down again). Weights: a failed cluster keeps `100 − shift` % of its normal share;
 //! at failback step `p` % it keeps `100 − shift + shift × p / 100` %; what it sheds goes to the
 //! fully healthy clusters in proportion to their normal weights. With no fully healthy cluster
 //! the last weights are kept (never all zero). Integer percentages always sum to 100.
@@ -126,6 +123,46 @@ pub struct TrafficDecision {
     pub absorb: Vec<f64>,
     /// What happened.
     pub events: Vec<TrafficEvent>,
+}
+
+impl TrafficPolicy {
+    /// Compile a plan's `clusters` and `traffic`; None for a single-cluster plan.
+    pub fn from_spec(spec: &crate::crd::FulfillmentPlanSpec) -> Option<Self> {
+        let traffic = spec.traffic.as_ref()?;
+        if spec.clusters.len() < 2 {
+            return None;
+        }
+        Some(Self {
+            clusters: spec
+                .clusters
+                .iter()
+                .map(|c| ClusterPolicy {
+                    name: c.name.clone(),
+                    weight: f64::from(c.weight.max(1)),
+                    threshold: c.health.threshold,
+                    breach_for: c.health.breach_for.as_secs_f64(),
+                    unreachable_after: c.unreachable_after.as_secs_f64(),
+                })
+                .collect(),
+            shift_percent: f64::from(traffic.failover.shift_percent.clamp(1, 100)),
+            hold_down: traffic.failback.hold_down.as_secs_f64(),
+            steps: traffic.failback.steps.iter().map(|s| f64::from((*s).clamp(1, 100))).collect(),
+            step_interval: traffic.failback.step_interval.as_secs_f64().max(1.0),
+            gates: traffic
+                .failback
+                .gates
+                .iter()
+                .map(|g| GatePolicy { name: g.name.clone(), bound: g.max, hold: g.hold.as_secs_f64() })
+                .collect(),
+        })
+    }
+}
+
+impl TrafficMemory {
+    /// The weights last decided (empty before the first decision).
+    pub fn last_weights(&self) -> &[u32] {
+        &self.last_weights
+    }
 }
 
 /// The normal weights as integer percentages (largest remainder, summing to 100).
@@ -275,7 +312,10 @@ pub fn decide_traffic(
                 events.push(TrafficEvent::FailoverStarted(name));
                 ClusterPhase::Failed { since: now }
             }
-            ClusterPhase::FailingBack { step, .. } if gate_failing.is_some() => {
+            // One step back per step interval while a gate fails, not one per evaluation.
+            ClusterPhase::FailingBack { step, at }
+                if gate_failing.is_some() && now - at + EPS >= policy.step_interval =>
+            {
                 events.push(TrafficEvent::FailbackRolledBack(name));
                 if step == 0 {
                     memory.healthy_since[c] = Some(now);
@@ -401,7 +441,7 @@ mod tests {
             &p,
             1200.0,
             |t, c| Some(if c == 0 && (0.0..200.0).contains(&t) { 0.5 } else { 0.05 }),
-            |t| Some(if (520.0..540.0).contains(&t) { 0.5 } else { 0.0 }),
+            |t| Some(if (500.0..600.0).contains(&t) { 0.5 } else { 0.0 }),
         );
         let rolled = trace.iter().find(|(_, d)| d.events.contains(&TrafficEvent::FailbackRolledBack("c0".into())));
         assert!(rolled.is_some());

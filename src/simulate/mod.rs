@@ -40,6 +40,21 @@ pub struct ReplayStep {
     pub t: f64,
     /// The decision.
     pub decision: Decision,
+    /// Failover, for plans with clusters.
+    pub traffic: Option<TrafficStep>,
+}
+
+/// The failover part of one evaluation.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrafficStep {
+    /// Cluster names, in plan order.
+    pub clusters: Vec<String>,
+    /// Traffic percent per cluster.
+    pub weights: Vec<u32>,
+    /// Phase per cluster (`Healthy`, `Failed`, `FailingBack`).
+    pub phases: Vec<String>,
+    /// What happened (`FailoverStarted(eu)`, ...).
+    pub events: Vec<String>,
 }
 
 /// A whole replay.
@@ -77,6 +92,7 @@ pub fn replay(label: &str, policy: &Policy, yardstick: &Policy, trace: &Trace, o
     };
     let mut row_index = 0;
     let mut readings = Vec::with_capacity(policy.dimensions.len());
+    let mut traffic_memory = engine::traffic::TrafficMemory::default();
     for i in 0..steps_count {
         let t = i as f64 * interval;
         while row_index + 1 < trace.rows.len() && trace.rows[row_index + 1].t <= t + 1e-9 {
@@ -104,7 +120,26 @@ pub fn replay(label: &str, policy: &Policy, yardstick: &Policy, trace: &Trace, o
         }
         let decision = engine::step(policy, &mut memory, t, &readings, current);
         current = decision.desired;
-        steps.push(ReplayStep { t, decision });
+        let traffic = policy.traffic.as_ref().map(|tp| {
+            let d = engine::traffic::decide_traffic(tp, &mut traffic_memory, &row.health, &row.gates, t);
+            TrafficStep {
+                clusters: tp.clusters.iter().map(|c| c.name.clone()).collect(),
+                weights: d.weights,
+                phases: d
+                    .phases
+                    .iter()
+                    .map(|p| match p {
+                        engine::traffic::ClusterPhase::Healthy => "Healthy".to_string(),
+                        engine::traffic::ClusterPhase::Failed { .. } => "Failed".to_string(),
+                        engine::traffic::ClusterPhase::FailingBack { step, .. } => {
+                            format!("FailingBack({}%)", tp.steps.get(*step).copied().unwrap_or(100.0))
+                        }
+                    })
+                    .collect(),
+                events: d.events.iter().map(|e| format!("{e:?}").replace('"', "")).collect(),
+            }
+        });
+        steps.push(ReplayStep { t, decision, traffic });
     }
     Replay {
         label: label.to_string(),
@@ -142,6 +177,10 @@ pub struct Summary {
     pub peak_brokers: u32,
     /// Most workers.
     pub peak_workers: u32,
+    /// Failovers started (plans with clusters).
+    pub failovers: usize,
+    /// Seconds with traffic away from its normal split.
+    pub secs_failed_over: f64,
 }
 
 impl Replay {
@@ -166,6 +205,12 @@ impl Replay {
                 s.secs_missing_data += self.interval;
             }
             s.peak_brokers = s.peak_brokers.max(d.desired.brokers);
+            if let Some(traffic) = &step.traffic {
+                s.failovers += traffic.events.iter().filter(|e| e.starts_with("FailoverStarted")).count();
+                if traffic.phases.iter().any(|p| p != "Healthy") {
+                    s.secs_failed_over += self.interval;
+                }
+            }
             s.peak_workers = s.peak_workers.max(d.desired.workers);
         }
         s.duration_secs = self.steps.len() as f64 * self.interval;

@@ -22,6 +22,14 @@ struct JsonStep<'a> {
     reason: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     limited: Option<&'a str>,
+    /// Traffic percent per cluster (plans with clusters).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    traffic: Option<BTreeMap<&'a str, u32>>,
+    /// Failover phase per cluster.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    phase: Option<BTreeMap<&'a str, &'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    traffic_events: Option<&'a [String]>,
 }
 
 #[derive(Serialize)]
@@ -68,6 +76,15 @@ pub fn jsonl_line(step: &ReplayStep) -> String {
         action: d.action,
         reason: &d.reason,
         limited: d.limited.as_deref(),
+        traffic: step
+            .traffic
+            .as_ref()
+            .map(|t| t.clusters.iter().map(String::as_str).zip(t.weights.iter().copied()).collect()),
+        phase: step
+            .traffic
+            .as_ref()
+            .map(|t| t.clusters.iter().map(String::as_str).zip(t.phases.iter().map(String::as_str)).collect()),
+        traffic_events: step.traffic.as_ref().map(|t| t.events.as_slice()).filter(|e| !e.is_empty()),
     };
     serde_json::to_string(&line).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
@@ -119,6 +136,20 @@ pub fn print_table(out: &mut impl Write, replay: &Replay) -> io::Result<()> {
             )?;
         }
         previous_missing = missing;
+        if let Some(t) = step.traffic.as_ref().filter(|t| !t.events.is_empty()) {
+            let split: Vec<String> = t.clusters.iter().zip(&t.weights).map(|(c, w)| format!("{c} {w}%")).collect();
+            writeln!(
+                out,
+                "{:>8}  {:<9}  {:>7}  {:>7}  {:>5}  traffic {} — {}",
+                clock(step.t),
+                "Traffic",
+                "",
+                "",
+                "",
+                split.join(", "),
+                t.events.join(", ")
+            )?;
+        }
     }
     Ok(())
 }
@@ -130,7 +161,7 @@ type SummaryRow = (&'static str, fn(&Summary) -> String);
 pub fn summary_table(out: &mut impl Write, replays: &[(&Replay, Summary)]) -> io::Result<()> {
     let header: Vec<&str> = replays.iter().map(|(r, _)| r.label.as_str()).collect();
     writeln!(out, "{:<34}{}", "summary", header.iter().map(|h| format!("{h:>12}")).collect::<String>())?;
-    let rows: [SummaryRow; 10] = [
+    let rows: [SummaryRow; 12] = [
         ("duration", |s| clock(s.duration_secs)),
         ("evaluations", |s| s.steps.to_string()),
         ("scale-ups", |s| s.scale_ups.to_string()),
@@ -141,6 +172,8 @@ pub fn summary_table(out: &mut impl Write, replays: &[(&Replay, Summary)]) -> io
         ("time above the scale-up trigger", |s| clock(s.secs_above_target)),
         ("time with missing data", |s| clock(s.secs_missing_data)),
         ("peak brokers / workers", |s| format!("{}/{}", s.peak_brokers, s.peak_workers)),
+        ("failovers", |s| s.failovers.to_string()),
+        ("time failed over", |s| clock(s.secs_failed_over)),
     ];
     for (name, f) in rows.iter() {
         writeln!(out, "{name:<34}{}", replays.iter().map(|(_, s)| format!("{:>12}", f(s))).collect::<String>())?;

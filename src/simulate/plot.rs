@@ -42,10 +42,12 @@ fn draw(
     replay: &Replay,
     baseline: Option<&Replay>,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let root = SVGBackend::new(path, (1280, 1000)).into_drawing_area();
+    let with_traffic = replay.steps.first().is_some_and(|s| s.traffic.is_some());
+    let height = if with_traffic { 1300 } else { 1000 };
+    let root = SVGBackend::new(path, (1280, height)).into_drawing_area();
     root.fill(&WHITE)?;
     let root = root.titled(title, ("sans-serif", 22))?;
-    let panels = root.split_evenly((3, 1));
+    let panels = root.split_evenly((if with_traffic { 4 } else { 3 }, 1));
     let end = replay.steps.last().map(|s| s.t).unwrap_or(0.0).max(replay.interval);
     // Time in hours for long replays, minutes otherwise, so the axis gets round ticks.
     let (unit, unit_name) =
@@ -140,6 +142,18 @@ fn draw(
         }
     }
     legend(&mut chart)?;
+
+    // 4. Traffic per cluster, for plans with failover.
+    if with_traffic {
+        let mut chart = panel(&panels[3], "Traffic per cluster (% of requests)", x_end, 105.0, unit_name, "percent")?;
+        let names: Vec<String> = replay.steps[0].traffic.as_ref().map(|t| t.clusters.clone()).unwrap_or_default();
+        for (i, name) in names.iter().enumerate() {
+            let weight =
+                |s: &super::ReplayStep| s.traffic.as_ref().and_then(|t| t.weights.get(i)).map(|w| f64::from(*w));
+            lines(&mut chart, segments(replay, unit, weight), PALETTE[i % PALETTE.len()].stroke_width(2), name)?;
+        }
+        legend(&mut chart)?;
+    }
     root.present()?;
     Ok(())
 }

@@ -22,6 +22,10 @@ pub struct TraceRow {
     pub brokers: Option<u32>,
     /// Workers the row was recorded at, if the trace says.
     pub workers: Option<u32>,
+    /// Per plan cluster: its health value (`health:<cluster>` column; None = empty or no column).
+    pub health: Vec<Option<f64>>,
+    /// Per failback gate: its value (`gate:<name>` column).
+    pub gates: Vec<Option<f64>>,
 }
 
 /// A trace ready to replay.
@@ -85,38 +89,43 @@ impl Trace {
             )));
         }
         let dims: Vec<&str> = policy.dimensions.iter().map(|d| d.name.as_str()).collect();
+        let clusters: Vec<String> =
+            policy.traffic.iter().flat_map(|t| t.clusters.iter().map(|c| format!("health:{}", c.name))).collect();
+        let gates: Vec<String> =
+            policy.traffic.iter().flat_map(|t| t.gates.iter().map(|g| format!("gate:{}", g.name))).collect();
         let mut unknown = Vec::new();
-        let mut health = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for n in &names[1..] {
             if !seen.insert(*n) {
                 return Err(TraceError::Header(format!("column {n:?} appears twice")));
             }
-            if n.starts_with("health:") {
-                health.push(*n);
-            } else if !dims.contains(n) && *n != "brokers" && *n != "workers" {
+            let known = dims.contains(n)
+                || *n == "brokers"
+                || *n == "workers"
+                || clusters.iter().any(|c| c == n)
+                || gates.iter().any(|g| g == n);
+            if !known {
                 unknown.push(*n);
             }
         }
         if !unknown.is_empty() {
             let listed = unknown.iter().map(|u| format!("{u:?}")).collect::<Vec<_>>().join(", ");
             let what = if unknown.len() == 1 {
-                format!("column {listed} is not a dimension of the plan")
+                format!("column {listed} is not a dimension, health:<cluster> or gate:<name> of the plan")
             } else {
-                format!("columns {listed} are not dimensions of the plan")
+                format!("columns {listed} are not dimensions, health:<cluster> or gate:<name> of the plan")
             };
+            let mut has = vec![dims.join(", ")];
+            has.extend(clusters.iter().cloned());
+            has.extend(gates.iter().cloned());
             return Err(TraceError::Header(format!(
                 "{what} (the plan has: {}); rename or drop {}",
-                dims.join(", "),
+                has.join(", "),
                 if unknown.len() == 1 { "it" } else { "them" }
             )));
         }
-        if !health.is_empty() {
-            return Err(TraceError::Header(format!(
-                "{} need clusters in the plan, which this version of FulfillmentPlan does not have yet; drop those columns",
-                health.join(", ")
-            )));
-        }
+        let health_col: Vec<Option<usize>> = clusters.iter().map(|c| names.iter().position(|n| n == c)).collect();
+        let gate_col: Vec<Option<usize>> = gates.iter().map(|g| names.iter().position(|n| n == g)).collect();
         let dim_col: Vec<Option<usize>> = dims.iter().map(|d| names.iter().position(|n| n == d)).collect();
         let brokers_col = names.iter().position(|n| *n == "brokers");
         let workers_col = names.iter().position(|n| *n == "workers");
@@ -175,11 +184,22 @@ impl Trace {
                     cell_err(name, format!("{cell:?} is not a replica count; write a whole number or leave it empty"))
                 })
             };
+            let cells = |cols: &[Option<usize>], labels: &[String]| -> Result<Vec<Option<f64>>, TraceError> {
+                cols.iter()
+                    .zip(labels)
+                    .map(|(col, label)| match col {
+                        Some(c) => parse_cell(record.get(*c).unwrap_or("")).map_err(|m| cell_err(label, m)),
+                        None => Ok(None),
+                    })
+                    .collect()
+            };
             rows.push(TraceRow {
                 t,
                 values,
                 brokers: replicas(brokers_col, "brokers")?,
                 workers: replicas(workers_col, "workers")?,
+                health: cells(&health_col, &clusters)?,
+                gates: cells(&gate_col, &gates)?,
             });
         }
         if rows.is_empty() {
@@ -195,6 +215,7 @@ impl Trace {
         source: &PrometheusSource,
         policy: &Policy,
         queries: &[String],
+        traffic_queries: (&[String], &[String]),
         from: i64,
         to: i64,
         step: f64,
@@ -212,6 +233,21 @@ impl Trace {
                 samples.into_iter().map(|(t, v)| ((t * 1000.0).round() as i64, v)).collect();
             series.push(by_time);
         }
+        let mut extra = Vec::new();
+        for (query, label) in traffic_queries.0.iter().chain(traffic_queries.1).zip(std::iter::repeat("health or gate"))
+        {
+            let samples = source
+                .range(query, from, to, step)
+                .await
+                .map_err(|source| TraceError::History { dimension: label.to_string(), source })?;
+            extra.push(
+                samples
+                    .into_iter()
+                    .map(|(t, v)| ((t * 1000.0).round() as i64, v))
+                    .collect::<std::collections::HashMap<i64, f64>>(),
+            );
+        }
+        let (health_series, gate_series) = extra.split_at(traffic_queries.0.len().min(extra.len()));
         let mut rows = Vec::new();
         let mut t = from as f64;
         while t <= to as f64 + 1e-9 {
@@ -221,6 +257,8 @@ impl Trace {
                 values: series.iter().map(|s| s.get(&key).copied()).collect(),
                 brokers: None,
                 workers: None,
+                health: health_series.iter().map(|s| s.get(&key).copied()).collect(),
+                gates: gate_series.iter().map(|s| s.get(&key).copied()).collect(),
             });
             t += step;
         }
@@ -304,7 +342,7 @@ mod tests {
     #[test]
     fn names_unknown_columns() {
         let e = read("time,business,orders_per_min\n0,1,2\n").unwrap_err().to_string();
-        assert!(e.contains("column \"orders_per_min\" is not a dimension of the plan"), "{e}");
+        assert!(e.contains("column \"orders_per_min\" is not a dimension"), "{e}");
         assert!(e.contains("business, infrastructure, experience"), "{e}");
     }
 
@@ -326,6 +364,9 @@ mod tests {
         assert!(e.contains("not a replica count"), "{e}");
         assert!(matches!(read("time,business\n"), Err(TraceError::Empty)));
         let e = read("time,business,health:eu\n0,1,1\n").unwrap_err().to_string();
-        assert!(e.contains("health:eu need clusters"), "{e}");
+        assert!(
+            e.contains("column \"health:eu\" is not a dimension, health:<cluster> or gate:<name> of the plan"),
+            "{e}"
+        );
     }
 }

@@ -57,6 +57,18 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   resources: [{{ range $i, $r := .resources }}{{ if $i }}, {{ end }}{{ $r }}/scale{{ end }}]
   verbs: [get, patch]
 {{- end }}
+{{- if .Values.rbac.routers.gatewayAPI }}
+# Failover: read and set the backendRef weights of Gateway API HTTPRoutes.
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [httproutes]
+  verbs: [get, patch]
+{{- end }}
+{{- if .Values.rbac.routers.istio }}
+# Failover: read and set the destination weights of Istio VirtualServices.
+- apiGroups: [networking.istio.io]
+  resources: [virtualservices]
+  verbs: [get, patch]
+{{- end }}
 # Explain decisions: events are created, and patched when a repeat joins a series.
 - apiGroups: [events.k8s.io]
   resources: [events]
