@@ -751,6 +751,10 @@ pub struct TrafficStatus {
     /// Per cluster, in plan order.
     #[serde(default)]
     pub clusters: Vec<ClusterStatus>,
+    /// Since when every cluster has been healthy again after a failover (restoring raised
+    /// workers waits for the scale-down stabilization window from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all_healthy_since: Option<Time>,
     /// The failover state machine's memory (health and gate samples, phases), kept so a restart
     /// or a new leader resumes where it was. Written by the operator only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -791,4 +795,8 @@ pub struct ClusterStatus {
     /// Workers in this cluster (spec.replicas of its workers target).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workers: Option<i32>,
+    /// Workers this cluster had before failover raised them for absorbed traffic; they are
+    /// restored once every cluster has been healthy for the scale-down stabilization window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prescaled_from: Option<i32>,
 }

@@ -90,6 +90,7 @@ async fn world() -> World {
             "brokers": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "kafka-broker"}, "minReplicas": 3, "maxReplicas": 12},
             "workers": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "checkout-worker"}, "minReplicas": 12, "maxReplicas": 60}},
         "dimensions": [{"name": "business", "kind": "Demand", "weight": 1, "target": 700, "for": "0s", "query": "sum(orders_per_minute)"}],
+        "scaling": {"scaleDown": {"stabilizationWindow": "3s", "maxStepPercent": 100, "stepPeriod": "1s"}},
         "clusters": [
             {"name": "eu", "weight": 50, "backend": "checkout-eu", "health": {"query": "max(etcd_p99{cluster=\"eu\"})", "threshold": 0.2, "for": "3s"}},
             {"name": "us", "weight": 50, "backend": "checkout-us", "kubeconfigSecretRef": {"name": "us-kubeconfig", "key": "kubeconfig"},
@@ -171,6 +172,17 @@ async fn until(what: &str, timeout: Duration, op: &Operator, mut check: impl FnM
     }
 }
 
+async fn until_or(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    true
+}
+
 async fn start(w: &World) -> Operator {
     let op = Operator::start(w.local.kubeconfig_path(), "op-a", &[]);
     op.wait_ready();
@@ -215,6 +227,15 @@ async fn a_breach_scales_survivors_then_shifts_traffic_and_recovery_fails_back_s
     })
     .await;
     until("completion event", Duration::from_secs(5), &op, || !w.events("FailbackCompleted").is_empty()).await;
+    // The survivor's raised workers come back once all has been healthy for the stabilization.
+    let us = w.cluster("us");
+    let restored = until_or(Duration::from_secs(20), || World::workers(&w.remote) == 12).await;
+    assert!(
+        restored,
+        "survivor not restored: us was {us}; traffic status now {}",
+        w.local.store().get("fulfillment.dev/v1alpha1", "FulfillmentPlan", Some(NS), "checkout").unwrap()["status"]["traffic"]
+    );
+    until("restore event", Duration::from_secs(5), &op, || !w.events("SurvivorsRestored").is_empty()).await;
     let steps: Vec<u64> = w.route_patches().into_iter().map(|p| p.1).collect();
     assert!(steps.contains(&24) && steps.contains(&33), "went through the steps: {steps:?}");
     assert_eq!(*steps.last().unwrap(), 50);

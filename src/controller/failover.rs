@@ -160,6 +160,20 @@ pub(crate) async fn step(
         _ => Vec::new(),
     };
 
+    // Workers raised by an earlier failover, to be restored after it.
+    let previous = plan.status.as_ref().and_then(|s| s.traffic.as_ref());
+    let mut prescaled_from: Vec<Option<u32>> = spec
+        .clusters
+        .iter()
+        .map(|c| {
+            previous
+                .and_then(|t| t.clusters.iter().find(|p| p.name == c.name))
+                .and_then(|p| p.prescaled_from)
+                .map(|v| v.max(0) as u32)
+        })
+        .collect();
+    let mut all_healthy_since = previous.and_then(|t| t.all_healthy_since.clone());
+
     // Decide.
     let decision: TrafficDecision = decide_traffic(policy, &mut memory, &health, &gates, now);
     for e in &decision.events {
@@ -269,11 +283,15 @@ pub(crate) async fn step(
                 if factor <= 1.0 + 1e-9 {
                     continue;
                 }
+                // Relative to the workers it had before this failover, so successive weight changes
+                // during failback do not compound.
+                let base = prescaled_from[i].unwrap_or(reading.desired);
                 let max = spec.workloads.workers.max_replicas.max(1) as u32;
-                let want = ((f64::from(reading.desired) * factor - 1e-9).ceil() as u32).min(max);
+                let want = ((f64::from(base) * factor - 1e-9).ceil() as u32).min(max);
                 if want > reading.desired {
                     match ctx.targets.write(client, namespace, &workers_ref(plan, cluster), want).await {
                         Ok(()) => {
+                            prescaled_from[i].get_or_insert(reading.desired);
                             scaled.push(format!("{} {}→{}", cluster.name, reading.desired, want));
                             workers[i] = Some(ScaleReading { desired: want, ..reading });
                         }
@@ -308,7 +326,62 @@ pub(crate) async fn step(
         }
     }
 
+    // After failback, survivors' raised workers come back down once every cluster has been
+    // healthy for the scale-down stabilization window. The local cluster's workers are left to
+    // the plan's own scoring.
+    let all_healthy = decision.phases.iter().all(|p| *p == ClusterPhase::Healthy);
+    if !all_healthy {
+        all_healthy_since = None;
+    } else if prescaled_from.iter().any(Option::is_some) {
+        let since = all_healthy_since
+            .get_or_insert_with(|| Time(jiff::Timestamp::from_millisecond((now * 1000.0) as i64).unwrap_or_default()));
+        let waited = now - since.0.as_millisecond() as f64 / 1000.0;
+        tracing::debug!(waited, act, "survivors raised by failover: waiting to restore");
+        if act && waited >= plan.spec.scaling.scale_down.stabilization_window.as_secs_f64() {
+            let mut restored = Vec::new();
+            for (i, cluster) in spec.clusters.iter().enumerate() {
+                let Some(original) = prescaled_from[i] else { continue };
+                if cluster.kubeconfig_secret_ref.is_none() {
+                    prescaled_from[i] = None;
+                    continue;
+                }
+                let (Some(client), Some(reading)) = (&clients[i], workers[i]) else { continue };
+                let target = original.max(spec.workloads.workers.min_replicas.max(1) as u32);
+                if reading.desired > target {
+                    match ctx.targets.write(client, namespace, &workers_ref(plan, cluster), target).await {
+                        Ok(()) => {
+                            restored.push(format!("{} {}→{}", cluster.name, reading.desired, target));
+                            workers[i] = Some(ScaleReading { desired: target, ..reading });
+                            prescaled_from[i] = None;
+                        }
+                        Err(e) => events.push((
+                            EventType::Warning,
+                            "SurvivorsNotRestored",
+                            format!("cluster {}: {e}", cluster.name),
+                        )),
+                    }
+                } else {
+                    prescaled_from[i] = None;
+                }
+            }
+            if !restored.is_empty() {
+                events.push((
+                    EventType::Normal,
+                    "SurvivorsRestored",
+                    format!(
+                        "Every cluster healthy for the scale-down stabilization window; workers restored: {}.",
+                        restored.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    if prescaled_from.iter().all(Option::is_none) {
+        all_healthy_since = None;
+    }
+
     let status = TrafficStatus {
+        all_healthy_since,
         clusters: spec
             .clusters
             .iter()
@@ -331,6 +404,7 @@ pub(crate) async fn step(
                     weight: decision.weights.get(i).copied().unwrap_or(0) as i32,
                     route_weight: route_weights.as_ref().and_then(|w| w.get(i)).map(|w| *w as i32),
                     workers: workers[i].map(|r| r.desired as i32),
+                    prescaled_from: prescaled_from[i].map(|v| v as i32),
                 }
             })
             .collect(),
