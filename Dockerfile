@@ -11,7 +11,7 @@ COPY Cargo.toml Cargo.lock ./
 COPY standin/Cargo.toml standin/Cargo.toml
 RUN mkdir -p src benches standin/src \
  && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
- && for b in engine prometheus_visibility reaction footprint; do echo 'fn main() {}' > benches/$b.rs; done \
+ && for b in engine prometheus_visibility reaction footprint failover; do echo 'fn main() {}' > benches/$b.rs; done \
  && touch standin/src/lib.rs && echo 'fn main() {}' > standin/src/main.rs \
  && cargo build --release --locked --bin fulfillment-operator \
  && rm -rf src standin/src
