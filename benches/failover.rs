@@ -31,10 +31,9 @@ async fn main() {
     let exporter = support::Exporter::start();
     exporter.set(&exposition(0.05));
     let prometheus = support::Prometheus::scraping(&[exporter.target()]);
-    let route_crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": "httproutes.gateway.networking.k8s.io"},
-        "spec": {"group": "gateway.networking.k8s.io", "scope": "Namespaced", "names": {"kind": "HTTPRoute", "plural": "httproutes", "singular": "httproute"},
-                 "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}]}});
-    let mut config = Config::default().with_crd(fulfillment_operator::plan::crd_yaml()).with_crd(route_crd.to_string());
+    let mut config = Config::default()
+        .with_crd(fulfillment_operator::plan::crd_yaml())
+        .with_crd(support::permissive_crd("gateway.networking.k8s.io", "HTTPRoute", "httproutes"));
     config.namespaces.push(NS.into());
     let local = StandIn::start(config).await.unwrap();
     let mut config = Config::default();
@@ -43,19 +42,7 @@ async fn main() {
     local.store().create(deployment("checkout-worker")).unwrap();
     local.store().create(deployment("kafka-broker")).unwrap();
     remote.store().create(deployment("checkout-worker")).unwrap();
-    let secret = k8s_openapi::api::core::v1::Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some("us-kubeconfig".into()),
-            namespace: Some(NS.into()),
-            ..Default::default()
-        },
-        data: Some([("kubeconfig".to_string(), k8s_openapi::ByteString(remote.kubeconfig_yaml().into_bytes()))].into()),
-        ..Default::default()
-    };
-    let mut secret = serde_json::to_value(&secret).unwrap();
-    secret["apiVersion"] = json!("v1");
-    secret["kind"] = json!("Secret");
-    local.store().create(secret).unwrap();
+    local.store().create(support::kubeconfig_secret(NS, "us-kubeconfig", &remote.kubeconfig_yaml())).unwrap();
     local.store().create(json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "checkout", "namespace": NS},
         "spec": {"rules": [{"backendRefs": [{"name": "checkout-eu", "weight": 50}, {"name": "checkout-us", "weight": 50}]}]}})).unwrap();
     local.store().create(json!({

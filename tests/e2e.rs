@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use kube_standin::{Config, Matcher, StandIn};
 use serde_json::{Value, json};
-use support::operator::Operator;
+use support::operator::{Operator, until};
 use support::{Exporter, Prometheus};
 
 const NS: &str = "orders";
@@ -182,18 +182,6 @@ fn unix_now() -> f64 {
 }
 
 /// Poll `check` every 50 ms until it is true, or fail after `timeout` with `what` and the log.
-async fn until(what: &str, timeout: Duration, op: &Operator, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}\n--- operator log ---\n{}",
-            op.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn mtime(t: SystemTime) -> f64 {
     t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs_f64()
 }

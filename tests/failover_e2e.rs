@@ -8,21 +8,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use kube_standin::{Config, StandIn};
 use serde_json::{Value, json};
-use support::operator::Operator;
+use support::operator::{Operator, until};
 use support::{Exporter, Prometheus};
 
 const NS: &str = "shop";
-
-fn permissive_crd(group: &str, kind: &str, plural: &str) -> String {
-    json!({
-        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {"name": format!("{plural}.{group}")},
-        "spec": {"group": group, "scope": "Namespaced", "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase()},
-                 "versions": [{"name": "v1", "served": true, "storage": true,
-                               "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}]}
-    })
-    .to_string()
-}
 
 fn deployment(name: &str, replicas: u32) -> Value {
     json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": NS},
@@ -48,11 +37,9 @@ async fn world() -> World {
     let exporter = Exporter::start();
     metrics(&exporter, 0.05, 0.05, 0.0);
     let prometheus = Prometheus::scraping(&[exporter.target()]);
-    let mut config = Config::default().with_crd(fulfillment_operator::plan::crd_yaml()).with_crd(permissive_crd(
-        "gateway.networking.k8s.io",
-        "HTTPRoute",
-        "httproutes",
-    ));
+    let mut config = Config::default()
+        .with_crd(fulfillment_operator::plan::crd_yaml())
+        .with_crd(support::permissive_crd("gateway.networking.k8s.io", "HTTPRoute", "httproutes"));
     config.namespaces.push(NS.into());
     let local = StandIn::start(config).await.unwrap();
     let mut config = Config::default();
@@ -62,19 +49,7 @@ async fn world() -> World {
         api.store().create(deployment("checkout-worker", 12)).unwrap();
     }
     local.store().create(deployment("kafka-broker", 3)).unwrap();
-    let secret = k8s_openapi::api::core::v1::Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some("us-kubeconfig".into()),
-            namespace: Some(NS.into()),
-            ..Default::default()
-        },
-        data: Some([("kubeconfig".to_string(), k8s_openapi::ByteString(remote.kubeconfig_yaml().into_bytes()))].into()),
-        ..Default::default()
-    };
-    let mut secret = serde_json::to_value(&secret).unwrap();
-    secret["apiVersion"] = json!("v1");
-    secret["kind"] = json!("Secret");
-    local.store().create(secret).unwrap();
+    local.store().create(support::kubeconfig_secret(NS, "us-kubeconfig", &remote.kubeconfig_yaml())).unwrap();
     local
         .store()
         .create(json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "checkout", "namespace": NS},
@@ -157,18 +132,6 @@ impl World {
                 (r.at, eu.unwrap_or(0))
             })
             .collect()
-    }
-}
-
-async fn until(what: &str, timeout: Duration, op: &Operator, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}\n--- operator log ---\n{}",
-            op.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

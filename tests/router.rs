@@ -2,27 +2,17 @@
 //! VirtualService weights read and set, entries not owned by the plan left alone, and the patch
 //! pinned to what was read.
 
+mod support;
+
 use fulfillment_operator::router::{RouterError, TrafficRouter, WeightedRoute};
 use kube_standin::{Config, StandIn};
 use serde_json::json;
 
-fn permissive_crd(group: &str, kind: &str, plural: &str) -> String {
-    json!({
-        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {"name": format!("{plural}.{group}")},
-        "spec": {"group": group, "scope": "Namespaced",
-                 "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase()},
-                 "versions": [{"name": "v1", "served": true, "storage": true,
-                               "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}]}
-    })
-    .to_string()
-}
-
 async fn server() -> (StandIn, kube::Client) {
     fulfillment_operator::prometheus::install_crypto_provider();
     let mut config = Config::default()
-        .with_crd(permissive_crd("gateway.networking.k8s.io", "HTTPRoute", "httproutes"))
-        .with_crd(permissive_crd("networking.istio.io", "VirtualService", "virtualservices"));
+        .with_crd(support::permissive_crd("gateway.networking.k8s.io", "HTTPRoute", "httproutes"))
+        .with_crd(support::permissive_crd("networking.istio.io", "VirtualService", "virtualservices"));
     config.namespaces.push("shop".into());
     let api = StandIn::start(config).await.unwrap();
     let kubeconfig = kube::config::Kubeconfig::read_from(api.kubeconfig_path()).unwrap();

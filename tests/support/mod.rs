@@ -318,3 +318,32 @@ impl Drop for Prometheus {
     }
 }
 pub mod operator;
+
+/// A CRD that serves `kind` with any `spec` (for route kinds the tests only need to store).
+pub fn permissive_crd(group: &str, kind: &str, plural: &str) -> String {
+    serde_json::json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{plural}.{group}")},
+        "spec": {"group": group, "scope": "Namespaced", "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase()},
+                 "versions": [{"name": "v1", "served": true, "storage": true,
+                               "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}]}
+    })
+    .to_string()
+}
+
+/// A Secret `namespace/name` holding `kubeconfig` under the key `kubeconfig`.
+pub fn kubeconfig_secret(namespace: &str, name: &str, kubeconfig: &str) -> serde_json::Value {
+    let secret = k8s_openapi::api::core::v1::Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(namespace.into()),
+            ..Default::default()
+        },
+        data: Some([("kubeconfig".to_string(), k8s_openapi::ByteString(kubeconfig.as_bytes().to_vec()))].into()),
+        ..Default::default()
+    };
+    let mut secret = serde_json::to_value(&secret).unwrap();
+    secret["apiVersion"] = serde_json::json!("v1");
+    secret["kind"] = serde_json::json!("Secret");
+    secret
+}

@@ -127,3 +127,16 @@ impl Drop for Operator {
         }
     }
 }
+
+/// Poll `check` every 50 ms until it holds; fail after `timeout` with `what` and `op`'s log.
+pub async fn until(what: &str, timeout: Duration, op: &Operator, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}\n--- operator log ---\n{}",
+            op.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
