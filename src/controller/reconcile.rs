@@ -11,7 +11,7 @@ use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use tracing::instrument;
 
-use super::status::{self, Outcome};
+use super::status::{self, Outcome, Reason};
 use super::targets::{ScaleReading, TargetError};
 use super::{Context, Error, PlanState, failover};
 use crate::crd::{FIELD_MANAGER, FulfillmentPlan, PrometheusConnection};
@@ -69,10 +69,15 @@ pub async fn reconcile(plan: Arc<FulfillmentPlan>, ctx: Arc<Context>) -> Result<
     let workers = ctx.targets.read(&ctx.client, &namespace, &spec.workers.target_ref).await;
     let (brokers, workers) = match (brokers, workers) {
         (Ok(b), Ok(w)) => (b, w),
-        (Err(e), _) | (_, Err(e)) if e.is_missing() => {
-            let message = format!("{e}; nothing is scaled until it exists.");
-            write_status(&ctx, &plan, &Outcome::TargetMissing { message: message.clone() }, now).await?;
-            emit_limited(&ctx, &plan, &key, EventType::Warning, "TargetNotFound", &message, &message).await;
+        (Err(e), _) | (_, Err(e)) if e.is_missing() || e.is_forbidden() => {
+            let (reason, message) = if e.is_forbidden() {
+                (Reason::TargetForbidden, format!("{e}. Nothing is scaled until it is granted."))
+            } else {
+                (Reason::TargetNotFound, format!("{e}; nothing is scaled until it exists."))
+            };
+            tracing::warn!(reason = reason.as_str(), "{message}");
+            write_status(&ctx, &plan, &Outcome::TargetMissing { reason, message: message.clone() }, now).await?;
+            emit_limited(&ctx, &plan, &key, EventType::Warning, reason.as_str(), &message, &message).await;
             ctx.plans.lock().await.entry(key).or_default().failures = 0;
             // Reported; retried slowly.
             return Ok(Action::requeue((interval * 4).clamp(Duration::from_secs(5), Duration::from_secs(60))));

@@ -50,6 +50,8 @@ pub enum Reason {
     Valid,
     /// A scale target does not exist.
     TargetNotFound,
+    /// RBAC refused reading or setting a scale target.
+    TargetForbidden,
     /// Some dimension has no usable value.
     MetricsUnavailable,
     /// Every dimension has a value.
@@ -74,6 +76,7 @@ impl Reason {
             Reason::InvalidPlan => "InvalidPlan",
             Reason::Valid => "Valid",
             Reason::TargetNotFound => "TargetNotFound",
+            Reason::TargetForbidden => "TargetForbidden",
             Reason::MetricsUnavailable => "MetricsUnavailable",
             Reason::MetricsFound => "MetricsFound",
             Reason::Paused => "Paused",
@@ -99,8 +102,11 @@ pub enum Outcome {
         /// The violations, one per line.
         message: String,
     },
-    /// A target could not be found.
+    /// A target could not be read: absent (`TargetNotFound`) or refused by RBAC
+    /// (`TargetForbidden`).
     TargetMissing {
+        /// `TargetNotFound` or `TargetForbidden`.
+        reason: Reason,
         /// Which and why.
         message: String,
     },
@@ -189,10 +195,10 @@ pub fn build(
                 c(ConditionType::ScalingActive, false, Reason::InvalidPlan, "The plan is invalid."),
             ]
         }
-        Outcome::TargetMissing { message } => vec![
-            c(ConditionType::Ready, false, Reason::TargetNotFound, message),
+        Outcome::TargetMissing { reason, message } => vec![
+            c(ConditionType::Ready, false, *reason, message),
             c(ConditionType::Invalid, false, Reason::Valid, "The plan passed validation."),
-            c(ConditionType::ScalingActive, false, Reason::TargetNotFound, message),
+            c(ConditionType::ScalingActive, false, *reason, message),
         ],
         Outcome::Decided { decision, paused, apply_error, memory, scaled_at, traffic } => {
             status.traffic = traffic.as_ref().map(|t| (**t).clone());
@@ -335,7 +341,10 @@ mod tests {
         assert!(get(&first, ConditionType::Invalid).message.contains("weight"));
         let second = build(Some(&first), &invalid, Some(1), ts(200));
         assert_eq!(get(&second, ConditionType::Ready).last_transition_time, Time(ts(100)));
-        let missing = Outcome::TargetMissing { message: "Deployment orders/checkout-worker not found".into() };
+        let missing = Outcome::TargetMissing {
+            reason: Reason::TargetNotFound,
+            message: "Deployment orders/checkout-worker not found".into(),
+        };
         let third = build(Some(&second), &missing, Some(2), ts(300));
         assert_eq!(get(&third, ConditionType::Ready).last_transition_time, Time(ts(100)), "still False");
         assert_eq!(get(&third, ConditionType::Invalid).status, "False");

@@ -44,6 +44,22 @@ pub enum TargetError {
         /// targetRef.name.
         name: String,
     },
+    /// The operator's ServiceAccount may not read or set the target's `/scale` (403).
+    #[error(
+        "the operator may not {verb} the /scale of {kind} {namespace}/{name} (403 Forbidden: {message}); grant get and patch on its <resource>/scale: with the Helm chart, add its API group and resource to rbac.scaleTargets"
+    )]
+    Forbidden {
+        /// `get` or `patch`.
+        verb: &'static str,
+        /// targetRef.kind.
+        kind: String,
+        /// The plan's namespace.
+        namespace: String,
+        /// targetRef.name.
+        name: String,
+        /// The API server's message.
+        message: String,
+    },
     /// Any other API error.
     #[error("{kind} {namespace}/{name}: {source}")]
     Api {
@@ -63,6 +79,11 @@ impl TargetError {
     /// Whether the target is simply absent (report and retry slowly).
     pub fn is_missing(&self) -> bool {
         matches!(self, TargetError::NotFound { .. } | TargetError::UnknownKind { .. })
+    }
+
+    /// Whether RBAC refused the call (report; only an admin can fix it).
+    pub fn is_forbidden(&self) -> bool {
+        matches!(self, TargetError::Forbidden { .. })
     }
 
     /// The underlying API error, if any.
@@ -105,8 +126,15 @@ impl Targets {
         Ok(Api::namespaced_with(client.clone(), namespace, &ar))
     }
 
-    fn error(target: &ScaleTargetRef, namespace: &str, e: kube::Error) -> TargetError {
+    fn error(target: &ScaleTargetRef, namespace: &str, verb: &'static str, e: kube::Error) -> TargetError {
         match &e {
+            kube::Error::Api(status) if status.code == 403 => TargetError::Forbidden {
+                verb,
+                kind: target.kind.clone(),
+                namespace: namespace.to_string(),
+                name: target.name.clone(),
+                message: status.message.clone(),
+            },
             kube::Error::Api(status) if status.code == 404 => TargetError::NotFound {
                 kind: target.kind.clone(),
                 namespace: namespace.to_string(),
@@ -129,7 +157,7 @@ impl Targets {
         target: &ScaleTargetRef,
     ) -> Result<ScaleReading, TargetError> {
         let api = self.api(client, namespace, target).await?;
-        let scale = api.get_scale(&target.name).await.map_err(|e| Self::error(target, namespace, e))?;
+        let scale = api.get_scale(&target.name).await.map_err(|e| Self::error(target, namespace, "get", e))?;
         let desired = scale.spec.and_then(|s| s.replicas).unwrap_or(0).max(0) as u32;
         let running = scale.status.map(|s| s.replicas.max(0) as u32);
         Ok(ScaleReading { desired, running })
@@ -148,7 +176,7 @@ impl Targets {
         let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_string()), ..Default::default() };
         api.patch_scale(&target.name, &params, &Patch::Merge(&patch))
             .await
-            .map_err(|e| Self::error(target, namespace, e))?;
+            .map_err(|e| Self::error(target, namespace, "patch", e))?;
         Ok(())
     }
 }
