@@ -268,7 +268,7 @@ impl PrometheusSource {
             },
             PromError::Client(c) => match c.inner() {
                 Some(r) if r.is_timeout() => QueryError::Timeout { query: query.to_string(), timeout: self.timeout },
-                Some(r) if r.is_connect() => {
+                Some(r) if r.is_connect() || closed_before_answer(r) => {
                     QueryError::Unreachable { address: self.address.clone(), detail: error_chain(r) }
                 }
                 Some(r) if r.status().is_some() => QueryError::Failed {
@@ -285,6 +285,19 @@ impl PrometheusSource {
             _ => QueryError::Failed { query: query.to_string(), detail: error_chain(&error) },
         }
     }
+}
+
+/// Whether the server closed a (pooled) connection before answering: a Prometheus that died or
+/// restarted between two queries, as unreachable as one that refuses the connection.
+fn closed_before_answer(error: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+    while let Some(e) = source {
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            return h.is_incomplete_message() || h.is_closed() || h.is_canceled();
+        }
+        source = e.source();
+    }
+    false
 }
 
 fn multiple<'a>(query: &str, metrics: impl ExactSizeIterator<Item = &'a HashMap<String, String>>) -> QueryError {
