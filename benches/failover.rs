@@ -10,19 +10,13 @@ mod support;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use kube_standin::{Config, StandIn};
 use serde_json::json;
+use support::control_plane::ControlPlane;
 use support::operator::Operator;
-
-const NS: &str = "shop";
+use support::tenant::{ChartOptions, Remote, Tenant};
 
 fn exposition(eu: f64) -> String {
     format!("orders_per_minute 8400\netcd_p99{{cluster=\"eu\"}} {eu}\netcd_p99{{cluster=\"us\"}} 0.05\n")
-}
-
-fn deployment(name: &str) -> serde_json::Value {
-    json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": NS},
-           "spec": {"replicas": 12, "selector": {"matchLabels": {"app": name}}, "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}})
 }
 
 #[tokio::main]
@@ -31,22 +25,19 @@ async fn main() {
     let exporter = support::Exporter::start();
     exporter.set(&exposition(0.05));
     let prometheus = support::Prometheus::scraping(&[exporter.target()]);
-    let mut config = Config::default()
-        .with_crd(fulfillment_operator::plan::crd_yaml())
-        .with_crd(support::permissive_crd("gateway.networking.k8s.io", "HTTPRoute", "httproutes"));
-    config.namespaces.push(NS.into());
-    let local = StandIn::start(config).await.unwrap();
-    let mut config = Config::default();
-    config.namespaces.push(NS.into());
-    let remote = StandIn::start(config).await.unwrap();
-    local.store().create(deployment("checkout-worker")).unwrap();
-    local.store().create(deployment("kafka-broker")).unwrap();
-    remote.store().create(deployment("checkout-worker")).unwrap();
-    local.store().create(support::kubeconfig_secret(NS, "us-kubeconfig", &remote.kubeconfig_yaml())).unwrap();
-    local.store().create(json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "checkout", "namespace": NS},
-        "spec": {"rules": [{"backendRefs": [{"name": "checkout-eu", "weight": 50}, {"name": "checkout-us", "weight": 50}]}]}})).unwrap();
-    local.store().create(json!({
-        "apiVersion": "fulfillment.dev/v1alpha1", "kind": "FulfillmentPlan", "metadata": {"name": "checkout", "namespace": NS},
+    let cp = ControlPlane::shared();
+    support::ensure_crd(cp, &support::gateway_api_crd("httproutes"));
+    let local = Tenant::new(cp, "failover-bench", ChartOptions { routers: true, ..Default::default() });
+    let ns = local.ns.clone();
+    let remote = Remote::new(ControlPlane::shared_remote(), &ns);
+    local.kube.create(support::deployment(&ns, "checkout-worker", 12));
+    local.kube.create(support::deployment(&ns, "kafka-broker", 12));
+    remote.kube.create(support::deployment(&ns, "checkout-worker", 12));
+    local.kube.create(support::kubeconfig_secret(&ns, "us-kubeconfig", &remote.kubeconfig_yaml));
+    local.kube.create(json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "checkout", "namespace": ns},
+        "spec": {"rules": [{"backendRefs": [{"name": "checkout-eu", "port": 80, "weight": 50}, {"name": "checkout-us", "port": 80, "weight": 50}]}]}}));
+    local.kube.create(json!({
+        "apiVersion": "fulfillment.dev/v1alpha1", "kind": "FulfillmentPlan", "metadata": {"name": "checkout", "namespace": ns},
         "spec": {
             "prometheus": {"address": prometheus.url()}, "interval": "1s",
             "workloads": {"brokers": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "kafka-broker"}, "minReplicas": 12, "maxReplicas": 12},
@@ -58,8 +49,8 @@ async fn main() {
                 {"name": "us", "weight": 50, "backend": "checkout-us", "kubeconfigSecretRef": {"name": "us-kubeconfig", "key": "kubeconfig"},
                  "health": {"query": "max(etcd_p99{cluster=\"us\"})", "threshold": 0.2, "for": "2s"}}],
             "traffic": {"router": {"httpRoute": {"name": "checkout"}}, "failback": {"holdDown": "1s", "steps": [100], "stepInterval": "1s"}}
-        }})).unwrap();
-    let op = Operator::start(local.kubeconfig_path(), "bench", &["--leader-election=false"]);
+        }}));
+    let op = Operator::start(&local, "bench", &["--leader-election=false"]);
     op.wait_ready();
     let runtime_source =
         fulfillment_operator::prometheus::PrometheusSource::new(&fulfillment_operator::prometheus::PrometheusConfig {
@@ -69,8 +60,8 @@ async fn main() {
         })
         .unwrap();
     let route = || -> Vec<u64> {
-        local.store().get("gateway.networking.k8s.io/v1", "HTTPRoute", Some(NS), "checkout").unwrap()["spec"]["rules"]
-            [0]["backendRefs"]
+        local.kube.get("gateway.networking.k8s.io/v1", "HTTPRoute", Some(&ns), "checkout").unwrap()["spec"]["rules"][0]
+            ["backendRefs"]
             .as_array()
             .unwrap()
             .iter()
@@ -78,7 +69,7 @@ async fn main() {
             .collect()
     };
     let remote_workers = || {
-        remote.store().get("apps/v1", "Deployment", Some(NS), "checkout-worker").unwrap()["spec"]["replicas"]
+        remote.kube.get("apps/v1", "Deployment", Some(&ns), "checkout-worker").unwrap()["spec"]["replicas"]
             .as_u64()
             .unwrap_or(0)
     };
@@ -94,7 +85,7 @@ async fn main() {
         // Back to normal: both healthy, the normal split, the survivor's workers restored.
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let plan = local.store().get("fulfillment.dev/v1alpha1", "FulfillmentPlan", Some(NS), "checkout");
+            let plan = local.kube.get("fulfillment.dev/v1alpha1", "FulfillmentPlan", Some(&ns), "checkout");
             if healthy(plan.as_ref()) && route() == [50, 50] && remote_workers() == 12 {
                 break;
             }
@@ -115,14 +106,26 @@ async fn main() {
         let deadline = Instant::now() + Duration::from_secs(20);
         let (scaled, shifted) = loop {
             let scaled = remote
+                .proxy
                 .requests()
                 .into_iter()
-                .find(|r| r.method == "PATCH" && r.path.ends_with("/scale") && r.at > changed && r.status < 300)
+                .find(|r| {
+                    r.method == "PATCH"
+                        && r.path.ends_with("/scale")
+                        && r.at > changed
+                        && (200..300).contains(&r.status)
+                })
                 .map(|r| r.at);
             let shifted = local
+                .proxy
                 .requests()
                 .into_iter()
-                .find(|r| r.method == "PATCH" && r.path.contains("/httproutes/") && r.at > changed && r.status < 300)
+                .find(|r| {
+                    r.method == "PATCH"
+                        && r.path.contains("/httproutes/")
+                        && r.at > changed
+                        && (200..300).contains(&r.status)
+                })
                 .map(|r| r.at);
             if let (Some(a), Some(b)) = (scaled, shifted) {
                 break (a, b);

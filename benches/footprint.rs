@@ -1,5 +1,5 @@
-//! Footprint of one operator running 1,000 plans × 3 dimensions at a 15 s interval against the
-//! stand-in API server and a real Prometheus: resident memory and CPU of the operator process,
+//! Footprint of one operator running 1,000 plans × 3 dimensions at a 15 s interval against a
+//! real kube-apiserver (see `scripts/control-plane.sh`) and a real Prometheus: resident memory and CPU of the operator process,
 //! and Prometheus queries per plan per interval (counted by Prometheus itself).
 //!
 //!     cargo bench --bench footprint            # 1,000 plans, 2 minutes measured
@@ -10,9 +10,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use kube_standin::{Config, StandIn};
 use serde_json::json;
+use support::control_plane::ControlPlane;
 use support::operator::Operator;
+use support::tenant::{ChartOptions, Tenant};
 
 fn env_or(key: &str, default: usize) -> usize {
     std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -61,22 +62,17 @@ async fn main() {
     let exporter = support::Exporter::start();
     exporter.set("orders_per_minute 8000\ngpu_memory_used_ratio 0.8\nslow_interaction_ratio 0.1\n");
     let prometheus = support::Prometheus::scraping(&[exporter.target()]);
-    let mut config = Config::default().with_crd(fulfillment_operator::plan::crd_yaml());
-    config.namespaces.push("fleet".into());
-    config.watch_history = 20_000;
-    let api = StandIn::start(config).await.unwrap();
-    let store = api.store();
+    let api = Tenant::new(ControlPlane::shared(), "fleet", ChartOptions::default());
+    let ns = api.ns.clone();
+    let store = &api.kube;
     for i in 0..plans {
         for (kind, name, replicas) in [("StatefulSet", format!("b{i}"), 3), ("Deployment", format!("w{i}"), 12)] {
-            store
-                .create(json!({"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": name, "namespace": "fleet"},
-                    "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}}, "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}}))
-                .unwrap();
+            store.create(json!({"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": name, "namespace": ns},
+                    "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}}, "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}}));
         }
-        store
-            .create(json!({
+        store.create(json!({
                 "apiVersion": "fulfillment.dev/v1alpha1", "kind": "FulfillmentPlan",
-                "metadata": {"name": format!("p{i}"), "namespace": "fleet"},
+                "metadata": {"name": format!("p{i}"), "namespace": ns},
                 "spec": {
                     "prometheus": {"address": prometheus.url()}, "interval": "15s",
                     "workloads": {
@@ -86,17 +82,16 @@ async fn main() {
                         {"name": "business", "kind": "Demand", "weight": 0.4, "target": 700, "for": "2m", "query": "sum(orders_per_minute)"},
                         {"name": "infrastructure", "kind": "Utilization", "weight": 0.35, "target": 0.88, "for": "3m", "query": "max(gpu_memory_used_ratio)"},
                         {"name": "experience", "kind": "Utilization", "weight": 0.25, "target": 0.12, "for": "5m", "query": "max(slow_interaction_ratio)"}]
-                }}))
-            .unwrap();
+                }}));
     }
-    let op = Operator::start(api.kubeconfig_path(), "fleet", &["--leader-election=false", "--concurrency=32"]);
+    let op = Operator::start(&api, "fleet", &["--leader-election=false", "--concurrency=32"]);
     op.wait_ready();
     let pid = op.pid().unwrap();
     // Warm up: every plan evaluated at least once.
     let warm = Instant::now();
     loop {
         let done = store
-            .list("fulfillment.dev/v1alpha1", "FulfillmentPlan", Some("fleet"))
+            .list("fulfillment.dev/v1alpha1", "FulfillmentPlan", Some(&ns))
             .iter()
             .filter(|p| p["status"]["lastDecision"].is_object())
             .count();

@@ -1,6 +1,7 @@
 //! Reaction time of the whole loop: an exporter value changes → Prometheus scrapes it (1 s) →
-//! the operator evaluates (1 s interval, no sustain window) → the stand-in API server receives
-//! the `/scale` patch. 20 trials with the real binary, a real Prometheus and the stand-in.
+//! the operator evaluates (1 s interval, no sustain window) → the `/scale` patch reaches the real
+//! kube-apiserver (timed at the fault proxy in front of it). 20 trials with the real binary, a
+//! real Prometheus and a real control plane (see `scripts/control-plane.sh`).
 //!
 //!     cargo bench --bench reaction
 
@@ -9,9 +10,10 @@ mod support;
 
 use std::time::{Duration, SystemTime};
 
-use kube_standin::{Config, StandIn};
 use serde_json::json;
+use support::control_plane::ControlPlane;
 use support::operator::Operator;
+use support::tenant::{ChartOptions, Tenant};
 
 fn exposition(levels: &[f64]) -> String {
     levels.iter().enumerate().map(|(i, v)| format!("trial_load{{trial=\"{i}\"}} {v}\n")).collect()
@@ -24,59 +26,46 @@ async fn main() {
     let mut levels = vec![1.0; trials];
     exporter.set(&exposition(&levels));
     let prometheus = support::Prometheus::scraping(&[exporter.target()]);
-    let mut config = Config::default().with_crd(fulfillment_operator::plan::crd_yaml());
-    config.namespaces.push("bench".into());
-    let api = StandIn::start(config).await.unwrap();
-    let op = Operator::start(api.kubeconfig_path(), "bench", &["--leader-election=false"]);
+    let api = Tenant::new(ControlPlane::shared(), "reaction", ChartOptions::default());
+    let ns = api.ns.clone();
+    let op = Operator::start(&api, "bench", &["--leader-election=false"]);
     op.wait_ready();
     let mut latencies = Vec::new();
     for trial in 0..trials {
         let name = format!("w{trial}");
-        api.store()
-            .create(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": "bench"},
-                "spec": {"replicas": 4, "selector": {"matchLabels": {"app": name}}, "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}}))
-            .unwrap();
-        api.store()
-            .create(json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": format!("b{trial}"), "namespace": "bench"},
-                "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "b"}}, "template": {"metadata": {"labels": {"app": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}}))
-            .unwrap();
-        api.store()
-            .create(json!({
+        api.kube.create(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": ns},
+                "spec": {"replicas": 4, "selector": {"matchLabels": {"app": name}}, "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}}));
+        api.kube.create(json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": format!("b{trial}"), "namespace": ns},
+                "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "b"}}, "template": {"metadata": {"labels": {"app": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}}));
+        api.kube.create(json!({
                 "apiVersion": "fulfillment.dev/v1alpha1", "kind": "FulfillmentPlan",
-                "metadata": {"name": format!("p{trial}"), "namespace": "bench"},
+                "metadata": {"name": format!("p{trial}"), "namespace": ns},
                 "spec": {
                     "prometheus": {"address": prometheus.url()}, "interval": "1s",
                     "workloads": {
                         "brokers": {"targetRef": {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": format!("b{trial}")}, "minReplicas": 1, "maxReplicas": 10},
                         "workers": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}, "minReplicas": 4, "maxReplicas": 40}},
                     "dimensions": [{"name": "load", "kind": "Utilization", "weight": 1, "target": 1, "for": "0s", "query": format!("max(trial_load{{trial=\"{trial}\"}})")}]
-                }}))
-            .unwrap();
+                }}));
         // Wait until the plan is evaluated at target, then raise its load.
         let plan = format!("p{trial}");
-        api.store()
-            .wait_for(
-                "fulfillment.dev/v1alpha1",
-                "FulfillmentPlan",
-                Some("bench"),
-                &plan,
-                Duration::from_secs(30),
-                // Evaluated on data (a score) and at target (Hold): Prometheus scrapes only a few seconds after it starts.
-                |p| {
-                    p.is_some_and(|p| {
-                        p["status"]["lastDecision"]["action"] == "Hold" && p["status"]["score"].is_number()
-                    })
-                },
-            )
-            .await
-            .expect("plan evaluated");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        // Evaluated on data (a score) and at target (Hold): Prometheus scrapes only a few seconds after it starts.
+        while !api
+            .kube
+            .get("fulfillment.dev/v1alpha1", "FulfillmentPlan", Some(&ns), &plan)
+            .is_some_and(|p| p["status"]["lastDecision"]["action"] == "Hold" && p["status"]["score"].is_number())
+        {
+            assert!(std::time::Instant::now() < deadline, "plan {plan} not evaluated\n{}", op.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         tokio::time::sleep(Duration::from_millis(173 * trial as u64 % 1000)).await; // random phase
         levels[trial] = 3.0;
         exporter.set(&exposition(&levels));
         let changed = SystemTime::now();
-        let path = format!("/apis/apps/v1/namespaces/bench/deployments/{name}/scale");
+        let path = format!("/apis/apps/v1/namespaces/{ns}/deployments/{name}/scale");
         let patched = loop {
-            if let Some(r) = api.requests().into_iter().find(|r| r.method == "PATCH" && r.path == path) {
+            if let Some(r) = api.proxy.requests().into_iter().find(|r| r.method == "PATCH" && r.path == path) {
                 break r.at;
             }
             assert!(

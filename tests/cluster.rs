@@ -1,5 +1,5 @@
-//! The real-cluster tier: what the stand-in API server cannot prove (admission with CEL on the
-//! server, the real scale subresource and server-side apply). Needs a cluster in `KUBECONFIG`;
+//! The full-cluster tier: a cluster with kubelets, where pods really run (every other end-to-end
+//! test uses the real control plane without kubelets). Needs a cluster in `KUBECONFIG`;
 //! `scripts/cluster-test.sh` creates one with kind or k3d and runs
 //! `cargo test --test cluster -- --ignored`. The operator and Prometheus run on this machine.
 
@@ -92,7 +92,7 @@ async fn held_load_scales_a_real_deployment() {
     plans.create(&PostParams::default(), &serde_json::from_value(plan(&prometheus.url(), 12)).unwrap()).await.unwrap();
     let kubeconfig =
         std::env::var("KUBECONFIG").unwrap_or_else(|_| format!("{}/.kube/config", std::env::var("HOME").unwrap()));
-    let op = Operator::start(
+    let op = Operator::start_in_cluster(
         std::path::Path::new(&kubeconfig),
         "cluster-test",
         &["--leader-election=false", &format!("--namespaces={ns}")],

@@ -1,24 +1,20 @@
-//! End to end: the built `fulfillment-operator` binary against a real Prometheus (scraping an
-//! exporter the test controls) and the stand-in Kubernetes API server, asserting on objects,
-//! status, events and `/metrics`. Conditions are awaited with deadlines; where a test proves that
-//! something does *not* happen, it waits until the operator has demonstrably evaluated past the
-//! moment in question.
+//! End to end: the built `fulfillment-operator` binary against a real kube-apiserver, etcd and
+//! kube-controller-manager (built from their Go modules; see `scripts/control-plane.sh`) and a
+//! real Prometheus scraping an exporter the test controls. The operator runs as the ServiceAccount
+//! the chart's `helm install` created, through a fault proxy that records its requests. Assertions
+//! are on objects, status, events and `/metrics`; conditions are awaited with deadlines, and where
+//! a test proves that something does *not* happen, it waits until the operator has demonstrably
+//! evaluated past the moment in question.
 
 mod support;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use kube_standin::{Config, Matcher, StandIn};
 use serde_json::{Value, json};
+use support::control_plane::ControlPlane;
 use support::operator::{Operator, until};
+use support::tenant::{ChartOptions, Tenant};
 use support::{Exporter, Prometheus};
-
-const NS: &str = "orders";
-
-/// A Strimzi-like custom resource with a scale subresource, for the brokers.
-fn kafka_node_pool_crd() -> String {
-    kube_standin::scalable_crd("kafka.strimzi.io", "v1beta2", "KafkaNodePool", "kafkanodepools")
-}
 
 /// Load levels the exporter serves, as factors of each dimension's target at 12 workers.
 fn load(exporter: &Exporter, factor: f64) {
@@ -43,6 +39,8 @@ struct PlanOpts {
     paused: bool,
     business_query: &'static str,
     workers_target: &'static str,
+    /// `KafkaNodePool` (a custom resource with `/scale`) or `StatefulSet`.
+    brokers_kind: &'static str,
 }
 
 impl Default for PlanOpts {
@@ -54,21 +52,26 @@ impl Default for PlanOpts {
             paused: false,
             business_query: "sum(orders_per_minute)",
             workers_target: "checkout-worker",
+            brokers_kind: "KafkaNodePool",
         }
     }
 }
 
-fn plan(prometheus: &str, o: &PlanOpts) -> Value {
+fn api_version(kind: &str) -> &'static str {
+    if kind == "KafkaNodePool" { "kafka.strimzi.io/v1beta2" } else { "apps/v1" }
+}
+
+fn plan(ns: &str, prometheus: &str, o: &PlanOpts) -> Value {
     json!({
         "apiVersion": "fulfillment.dev/v1alpha1",
         "kind": "FulfillmentPlan",
-        "metadata": {"name": o.name, "namespace": NS},
+        "metadata": {"name": o.name, "namespace": ns},
         "spec": {
             "prometheus": {"address": prometheus, "timeout": "2s"},
             "interval": "1s",
             "paused": o.paused,
             "workloads": {
-                "brokers": {"targetRef": {"apiVersion": "kafka.strimzi.io/v1beta2", "kind": "KafkaNodePool", "name": "brokers"}, "minReplicas": 3, "maxReplicas": 12},
+                "brokers": {"targetRef": {"apiVersion": api_version(o.brokers_kind), "kind": o.brokers_kind, "name": "brokers"}, "minReplicas": 3, "maxReplicas": 12},
                 "workers": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": o.workers_target}, "minReplicas": 12, "maxReplicas": 60},
                 "maxWorkersPerBroker": 5
             },
@@ -85,38 +88,28 @@ fn plan(prometheus: &str, o: &PlanOpts) -> Value {
     })
 }
 
-fn deployment(name: &str, replicas: u32) -> Value {
-    json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name, "namespace": NS, "labels": {"app": name}},
-        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
-                 "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "w", "image": "worker"}]}}}
-    })
-}
-
-fn node_pool(replicas: u32) -> Value {
-    json!({"apiVersion": "kafka.strimzi.io/v1beta2", "kind": "KafkaNodePool",
-           "metadata": {"name": "brokers", "namespace": NS}, "spec": {"replicas": replicas, "roles": ["broker"]}})
-}
-
-/// A stand-in API server with the CRDs and the `orders` namespace, a Prometheus scraping an
-/// exporter at `factor` × target, and the two workloads.
+/// A World: a tenant on the binary's shared control plane, a Prometheus scraping an exporter at
+/// `factor` × target, and the workloads: a real Deployment for the workers, and for the brokers
+/// both a KafkaNodePool of the Strimzi shape (a custom resource with `/scale`) and a real
+/// StatefulSet, each named `brokers`; the plan picks one.
 struct World {
-    api: StandIn,
+    t: Tenant,
     prometheus: Prometheus,
     exporter: Exporter,
+    brokers_kind: std::cell::Cell<&'static str>,
 }
 
 async fn world(factor: f64, brokers: u32, workers: u32) -> World {
     let exporter = Exporter::start();
     load(&exporter, factor);
     let prometheus = Prometheus::scraping(&[exporter.target()]);
-    let mut config = Config::default().with_crd(fulfillment_operator::plan::crd_yaml()).with_crd(kafka_node_pool_crd());
-    config.namespaces.push(NS.to_string());
-    let api = StandIn::start(config).await.expect("stand-in starts");
-    api.store().create(node_pool(brokers)).unwrap();
+    let cp = ControlPlane::shared();
+    support::ensure_crd(cp, &support::kafka_node_pool_crd());
+    let t = Tenant::new(cp, "e2e", ChartOptions::default());
+    t.kube.create(support::node_pool(&t.ns, "brokers", brokers));
+    t.kube.create(support::statefulset(&t.ns, "brokers", brokers));
     if workers > 0 {
-        api.store().create(deployment("checkout-worker", workers)).unwrap();
+        t.kube.create(support::deployment(&t.ns, "checkout-worker", workers));
     }
     // Let Prometheus have a sample before the operator asks.
     support::wait_for("first scrape", Duration::from_secs(20), || {
@@ -124,15 +117,22 @@ async fn world(factor: f64, brokers: u32, workers: u32) -> World {
             .filter(|(_, b)| b.contains("\"value\""))
             .map(|_| ())
     });
-    World { api, prometheus, exporter }
+    World { t, prometheus, exporter, brokers_kind: std::cell::Cell::new("KafkaNodePool") }
 }
 
 impl World {
+    fn ns(&self) -> &str {
+        &self.t.ns
+    }
+    fn create_plan(&self, o: &PlanOpts) {
+        self.brokers_kind.set(o.brokers_kind);
+        self.t.kube.create(plan(self.ns(), &self.prometheus.url(), o));
+    }
     fn replicas(&self, kind: &str, name: &str) -> u64 {
         let api_version = if kind == "Deployment" { "apps/v1" } else { "kafka.strimzi.io/v1beta2" };
-        self.api
-            .store()
-            .get(api_version, kind, Some(NS), name)
+        self.t
+            .kube
+            .get(api_version, kind, Some(self.ns()), name)
             .and_then(|o| o["spec"]["replicas"].as_u64())
             .unwrap_or(0)
     }
@@ -140,10 +140,10 @@ impl World {
         self.replicas("Deployment", "checkout-worker")
     }
     fn brokers(&self) -> u64 {
-        self.replicas("KafkaNodePool", "brokers")
+        self.replicas(self.brokers_kind.get(), "brokers")
     }
     fn plan(&self, name: &str) -> Value {
-        self.api.store().get("fulfillment.dev/v1alpha1", "FulfillmentPlan", Some(NS), name).unwrap_or(Value::Null)
+        self.t.kube.get("fulfillment.dev/v1alpha1", "FulfillmentPlan", Some(self.ns()), name).unwrap_or(Value::Null)
     }
     fn condition(&self, plan: &str, kind: &str) -> Value {
         self.plan(plan)["status"]["conditions"]
@@ -152,19 +152,15 @@ impl World {
             .unwrap_or(Value::Null)
     }
     fn events(&self, reason: &str) -> Vec<Value> {
-        self.api
-            .store()
-            .list("events.k8s.io/v1", "Event", Some(NS))
-            .into_iter()
-            .filter(|e| e["reason"] == reason)
-            .collect()
+        self.t.events(reason)
     }
     /// Successful PATCHes of /scale, in order, as (path, replicas, when).
     fn scale_patches(&self) -> Vec<(String, u64, SystemTime)> {
-        self.api
+        self.t
+            .proxy
             .requests()
             .into_iter()
-            .filter(|r| r.method == "PATCH" && r.path.ends_with("/scale") && r.status < 300)
+            .filter(|r| r.method == "PATCH" && r.path.ends_with("/scale") && (200..300).contains(&r.status))
             .map(|r| (r.path.clone(), r.body.as_ref().and_then(|b| b["spec"]["replicas"].as_u64()).unwrap_or(0), r.at))
             .collect()
     }
@@ -181,7 +177,6 @@ fn unix_now() -> f64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs_f64()
 }
 
-/// Poll `check` every 50 ms until it is true, or fail after `timeout` with `what` and the log.
 fn mtime(t: SystemTime) -> f64 {
     t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs_f64()
 }
@@ -189,8 +184,8 @@ fn mtime(t: SystemTime) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_load_scales_brokers_and_workers_together_and_explains_why() {
     let w = world(1.0, 3, 12).await;
-    w.api.store().create(plan(&w.prometheus.url(), &PlanOpts::default())).unwrap();
-    let op = Operator::start(w.api.kubeconfig_path(), "op-a", &[]);
+    w.create_plan(&PlanOpts::default());
+    let op = Operator::start(&w.t, "op-a", &[]);
     op.wait_ready();
     until("a Ready plan at target", Duration::from_secs(20), &op, || {
         w.condition("orders", "Ready")["status"] == "True"
@@ -219,6 +214,14 @@ async fn held_load_scales_brokers_and_workers_together_and_explains_why() {
         "bounds and ratio: {b} brokers, {wk} workers"
     );
 
+    // The real Deployment controller rolls the new replica count into the Deployment's ReplicaSet.
+    until("the ReplicaSet follows", Duration::from_secs(20), &op, || {
+        w.t.kube.list("apps/v1", "ReplicaSet", Some(w.ns())).iter().any(|rs| {
+            rs["metadata"]["ownerReferences"][0]["name"] == "checkout-worker"
+                && rs["spec"]["replicas"].as_u64() == Some(wk)
+        })
+    })
+    .await;
     let status = &w.plan("orders")["status"];
     assert_eq!(status["observedGeneration"], 1);
     assert_eq!(status["workers"]["current"].as_u64(), Some(wk));
@@ -233,12 +236,18 @@ async fn held_load_scales_brokers_and_workers_together_and_explains_why() {
     assert_eq!(up[0]["reportingInstance"], "op-a");
     let metrics = op.metrics();
     assert!(
-        metrics.contains("fulfillment_scale_actions_total{namespace=\"orders\",plan=\"orders\",direction=\"up\"}"),
+        metrics.contains(&format!(
+            "fulfillment_scale_actions_total{{namespace=\"{}\",plan=\"orders\",direction=\"up\"}}",
+            w.ns()
+        )),
         "{metrics}"
     );
     assert!(
-        op.metric("fulfillment_plan_desired_replicas{namespace=\"orders\",plan=\"orders\",workload=\"workers\"}")
-            .unwrap()
+        op.metric(&format!(
+            "fulfillment_plan_desired_replicas{{namespace=\"{}\",plan=\"orders\",workload=\"workers\"}}",
+            w.ns()
+        ))
+        .unwrap()
             >= 13.0
     );
     assert_eq!(op.metric("fulfillment_leader"), Some(1.0));
@@ -247,8 +256,8 @@ async fn held_load_scales_brokers_and_workers_together_and_explains_why() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spike_shorter_than_the_windows_scales_nothing() {
     let w = world(1.0, 3, 12).await;
-    w.api.store().create(plan(&w.prometheus.url(), &PlanOpts { sustain: "6s", ..Default::default() })).unwrap();
-    let op = Operator::start(w.api.kubeconfig_path(), "op-a", &[]);
+    w.create_plan(&PlanOpts { sustain: "6s", ..Default::default() });
+    let op = Operator::start(&w.t, "op-a", &[]);
     op.wait_ready();
     until("the windows filled at target", Duration::from_secs(20), &op, || {
         w.last_observed("orders") > unix_now() - 1.0 && w.condition("orders", "Ready")["status"] == "True"
@@ -271,8 +280,8 @@ async fn a_spike_shorter_than_the_windows_scales_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_down_holds_and_warns_then_recovers_without_a_restart() {
     let mut w = world(0.3, 6, 30).await;
-    w.api.store().create(plan(&w.prometheus.url(), &PlanOpts { down_window: "8s", ..Default::default() })).unwrap();
-    let op = Operator::start(w.api.kubeconfig_path(), "op-a", &[]);
+    w.create_plan(&PlanOpts { down_window: "8s", ..Default::default() });
+    let op = Operator::start(&w.t, "op-a", &[]);
     op.wait_ready();
     until("metrics available", Duration::from_secs(20), &op, || {
         w.condition("orders", "MetricsAvailable")["status"] == "True"
@@ -314,25 +323,26 @@ async fn prometheus_down_holds_and_warns_then_recovers_without_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_plans_are_rejected_or_marked_invalid_and_their_targets_left_alone() {
     let w = world(3.0, 3, 12).await;
-    let client = kube_client(&w.api).await;
-    let plans: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(client, NS, &plan_resource());
+    let plans: kube::Api<kube::api::DynamicObject> =
+        kube::Api::namespaced_with(w.t.kube.client(), w.ns(), &plan_resource());
 
     // Schema-invalid: refused by the API server with the field named.
-    let mut bad = plan(&w.prometheus.url(), &PlanOpts::default());
+    let mut bad = plan(w.ns(), &w.prometheus.url(), &PlanOpts::default());
     bad["spec"]["dimensions"][0]["weight"] = json!("heavy");
     let err = plans.create(&Default::default(), &serde_json::from_value(bad).unwrap()).await.unwrap_err().to_string();
     assert!(err.contains("weight"), "{err}");
     // CEL-invalid: refused with the rule's message.
-    let mut bad = plan(&w.prometheus.url(), &PlanOpts::default());
+    let mut bad = plan(w.ns(), &w.prometheus.url(), &PlanOpts::default());
     bad["spec"]["workloads"]["workers"]["minReplicas"] = json!(70);
     let err = plans.create(&Default::default(), &serde_json::from_value(bad).unwrap()).await.unwrap_err().to_string();
     assert!(err.contains("minReplicas must be less than or equal to maxReplicas"), "{err}");
 
     // Schema-valid but semantically wrong (a query that is not PromQL): accepted by the API
     // server, marked Invalid by the operator, targets untouched.
-    let broken = plan(&w.prometheus.url(), &PlanOpts { business_query: "sum(orders_per_minute", ..Default::default() });
+    let broken =
+        plan(w.ns(), &w.prometheus.url(), &PlanOpts { business_query: "sum(orders_per_minute", ..Default::default() });
     plans.create(&Default::default(), &serde_json::from_value(broken).unwrap()).await.expect("schema-valid");
-    let op = Operator::start(w.api.kubeconfig_path(), "op-a", &[]);
+    let op = Operator::start(&w.t, "op-a", &[]);
     op.wait_ready();
     until("Invalid=True", Duration::from_secs(20), &op, || w.condition("orders", "Invalid")["status"] == "True").await;
     let invalid = w.condition("orders", "Invalid");
@@ -347,11 +357,12 @@ async fn invalid_plans_are_rejected_or_marked_invalid_and_their_targets_left_alo
     assert!(events[0]["note"].as_str().unwrap().contains("spec.dimensions[0].query"));
     tokio::time::sleep(Duration::from_secs(4)).await; // load is 3× target: a valid plan would have acted
     assert!(w.scale_patches().is_empty(), "an invalid plan touches nothing");
-    let invalid_gets = w.api.requests().iter().filter(|r| r.path.ends_with("/scale")).count();
+    let invalid_gets = w.t.proxy.requests().iter().filter(|r| r.path.ends_with("/scale")).count();
     assert_eq!(invalid_gets, 0, "not even read");
 
     // Fixing it recovers.
-    let fix = json!({"spec": {"dimensions": plan(&w.prometheus.url(), &PlanOpts::default())["spec"]["dimensions"]}});
+    let fix =
+        json!({"spec": {"dimensions": plan(w.ns(), &w.prometheus.url(), &PlanOpts::default())["spec"]["dimensions"]}});
     plans.patch("orders", &Default::default(), &kube::api::Patch::Merge(&fix)).await.unwrap();
     until("Invalid=False", Duration::from_secs(10), &op, || w.condition("orders", "Invalid")["status"] == "False")
         .await;
@@ -361,8 +372,8 @@ async fn invalid_plans_are_rejected_or_marked_invalid_and_their_targets_left_alo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_target_is_reported_then_scaled_once_it_exists() {
     let w = world(3.0, 3, 0).await;
-    w.api.store().create(plan(&w.prometheus.url(), &PlanOpts::default())).unwrap();
-    let op = Operator::start(w.api.kubeconfig_path(), "op-a", &[]);
+    w.create_plan(&PlanOpts::default());
+    let op = Operator::start(&w.t, "op-a", &[]);
     op.wait_ready();
     until("TargetNotFound", Duration::from_secs(20), &op, || {
         w.condition("orders", "Ready")["reason"] == "TargetNotFound"
@@ -372,13 +383,13 @@ async fn a_missing_target_is_reported_then_scaled_once_it_exists() {
         w.condition("orders", "Ready")["message"]
             .as_str()
             .unwrap()
-            .contains("Deployment orders/checkout-worker not found")
+            .contains(&format!("Deployment {}/checkout-worker not found", w.ns()))
     );
     until("a TargetNotFound event", Duration::from_secs(5), &op, || !w.events("TargetNotFound").is_empty()).await;
     let events = w.events("TargetNotFound");
     assert_eq!(events[0]["type"], "Warning");
     assert!(w.scale_patches().is_empty());
-    w.api.store().create(deployment("checkout-worker", 12)).unwrap();
+    w.t.kube.create(support::deployment(w.ns(), "checkout-worker", 12));
     until("scaled once the target exists", Duration::from_secs(30), &op, || w.workers() > 12).await;
     assert_eq!(w.condition("orders", "Ready")["status"], "True");
 }
@@ -387,8 +398,9 @@ async fn a_missing_target_is_reported_then_scaled_once_it_exists() {
 async fn a_restart_mid_window_neither_scales_down_early_nor_forgets_the_window() {
     let w = world(1.0, 6, 30).await;
     load_for(&w.exporter, 1.0, 30); // at target for the 30 workers running
-    w.api.store().create(plan(&w.prometheus.url(), &PlanOpts { down_window: "10s", ..Default::default() })).unwrap();
-    let mut op = Operator::start(w.api.kubeconfig_path(), "op-a", &[]);
+    // Brokers as a real StatefulSet here (its /scale), a KafkaNodePool elsewhere.
+    w.create_plan(&PlanOpts { down_window: "10s", brokers_kind: "StatefulSet", ..Default::default() });
+    let mut op = Operator::start(&w.t, "op-a", &[]);
     op.wait_ready();
     until("Ready", Duration::from_secs(20), &op, || w.condition("orders", "Ready")["status"] == "True").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -422,9 +434,9 @@ async fn a_restart_mid_window_neither_scales_down_early_nor_forgets_the_window()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_one_acts_and_the_other_takes_over_when_it_dies() {
     let w = world(1.0, 3, 12).await;
-    w.api.store().create(plan(&w.prometheus.url(), &PlanOpts::default())).unwrap();
-    let mut a = Operator::start(w.api.kubeconfig_path(), "op-a", &[]);
-    let mut b = Operator::start(w.api.kubeconfig_path(), "op-b", &[]);
+    w.create_plan(&PlanOpts::default());
+    let mut a = Operator::start(&w.t, "op-a", &[]);
+    let mut b = Operator::start(&w.t, "op-b", &[]);
     a.wait_ready();
     b.wait_ready();
     until("one leader", Duration::from_secs(20), &a, || {
@@ -465,17 +477,17 @@ async fn two_replicas_one_acts_and_the_other_takes_over_when_it_dies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_faults_lose_no_status_and_duplicate_no_scale_action() {
     let w = world(1.0, 3, 12).await;
-    w.api.store().create(plan(&w.prometheus.url(), &PlanOpts::default())).unwrap();
-    let op = Operator::start(w.api.kubeconfig_path(), "op-a", &[]);
+    w.create_plan(&PlanOpts::default());
+    let op = Operator::start(&w.t, "op-a", &[]);
     op.wait_ready();
     until("Ready", Duration::from_secs(20), &op, || w.condition("orders", "Ready")["status"] == "True").await;
-    let faults = w.api.faults();
-    faults.conflict_storm(Matcher::any().method("PATCH").path_contains("/status"), Some(6));
-    faults.conflict_storm(Matcher::any().method("PATCH").path_contains("/scale"), Some(3));
-    faults.fail_next(Matcher::any().method("GET").path_contains("/scale"), 4, 503);
-    faults.fail_next(Matcher::any().method("POST").path_contains("/events"), 2, 500);
+    let faults = &w.t.proxy;
+    faults.conflict_storm(support::proxy::Matcher::any().method("PATCH").path_contains("/status"), Some(6));
+    faults.conflict_storm(support::proxy::Matcher::any().method("PATCH").path_contains("/scale"), Some(3));
+    faults.fail_next(support::proxy::Matcher::any().method("GET").path_contains("/scale"), 4, 503);
+    faults.fail_next(support::proxy::Matcher::any().method("POST").path_contains("/events"), 2, 500);
     faults.drop_watches();
-    faults.expire_next_watches(Matcher::any().path_contains("fulfillmentplans"), 1);
+    faults.expire_next_watches(support::proxy::Matcher::any().path_contains("fulfillmentplans"), 1);
     load(&w.exporter, 2.5);
     until("scaled through the faults", Duration::from_secs(40), &op, || w.workers() > 12).await;
     until("settled", Duration::from_secs(40), &op, || {
@@ -493,7 +505,7 @@ async fn api_faults_lose_no_status_and_duplicate_no_scale_action() {
         assert!(!values.is_empty(), "{kind} was scaled");
         assert!(values.windows(2).all(|p| p[0] < p[1]), "{kind}: {values:?}");
     }
-    let faulted = w.api.requests().iter().filter(|r| r.fault.is_some()).count();
+    let faulted = w.t.proxy.requests().iter().filter(|r| r.fault.is_some()).count();
     assert!(faulted >= 10, "the faults happened ({faulted})");
     assert!(
         op.metric("fulfillment_reconcile_failures_total{error=\"scale_conflict\"}").unwrap_or(0.0) >= 1.0,
@@ -505,8 +517,8 @@ async fn api_faults_lose_no_status_and_duplicate_no_scale_action() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_plan_is_observed_and_reported_but_nothing_is_scaled() {
     let w = world(3.0, 3, 12).await;
-    w.api.store().create(plan(&w.prometheus.url(), &PlanOpts { paused: true, ..Default::default() })).unwrap();
-    let op = Operator::start(w.api.kubeconfig_path(), "op-a", &[]);
+    w.create_plan(&PlanOpts { paused: true, ..Default::default() });
+    let op = Operator::start(&w.t, "op-a", &[]);
     op.wait_ready();
     until("a paused decision", Duration::from_secs(30), &op, || {
         w.plan("orders")["status"]["lastDecision"]["action"] == "Paused"
@@ -527,21 +539,14 @@ fn plan_resource() -> kube::core::ApiResource {
     kube::core::ApiResource::erase::<fulfillment_operator::crd::FulfillmentPlan>(&())
 }
 
-async fn kube_client(api: &StandIn) -> kube::Client {
-    fulfillment_operator::prometheus::install_crypto_provider();
-    let kubeconfig = kube::config::Kubeconfig::read_from(api.kubeconfig_path()).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
-    kube::Client::try_from(config).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_releases_the_lease_so_the_standby_takes_over_at_once() {
     let w = world(1.0, 3, 12).await;
-    w.api.store().create(plan(&w.prometheus.url(), &PlanOpts::default())).unwrap();
-    let mut a = Operator::start(w.api.kubeconfig_path(), "op-a", &[]);
+    w.create_plan(&PlanOpts::default());
+    let mut a = Operator::start(&w.t, "op-a", &[]);
     a.wait_ready();
     until("op-a leads", Duration::from_secs(10), &a, || a.metric("fulfillment_leader") == Some(1.0)).await;
-    let b = Operator::start(w.api.kubeconfig_path(), "op-b", &[]);
+    let b = Operator::start(&w.t, "op-b", &[]);
     b.wait_ready();
     assert_eq!(b.metric("fulfillment_leader"), Some(0.0));
     let stopped = Instant::now();
@@ -550,6 +555,189 @@ async fn sigterm_releases_the_lease_so_the_standby_takes_over_at_once() {
     let takeover = stopped.elapsed();
     // Released, not expired: well inside the 3 s lease.
     assert!(takeover < Duration::from_millis(2500), "took over {takeover:?} after SIGTERM");
-    let lease = w.api.store().get("coordination.k8s.io/v1", "Lease", Some("default"), "fulfillment-operator").unwrap();
+    let lease = w.t.kube.get("coordination.k8s.io/v1", "Lease", Some(&w.t.system_ns), "fulfillment-operator").unwrap();
     assert_eq!(lease["spec"]["holderIdentity"], "op-b");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_reads_the_plan_its_decisions_and_events_with_kubectl() {
+    let w = world(2.5, 3, 12).await;
+    w.create_plan(&PlanOpts::default());
+    let op = Operator::start(&w.t, "op-a", &[]);
+    op.wait_ready();
+    until("a ScaledUp event", Duration::from_secs(40), &op, || !w.events("ScaledUp").is_empty()).await;
+    until("a Ready plan", Duration::from_secs(20), &op, || w.condition("orders", "Ready")["status"] == "True").await;
+    let ns = w.ns();
+
+    // The printer columns as the real server renders them.
+    let (ok, table, err) = w.t.kubectl(&["get", "fp", "-A"]);
+    assert!(ok, "{err}");
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAMESPACE", "NAME", "SCORE", "BROKERS", "WORKERS", "ACTION", "READY", "AGE"], "{table}");
+    let row: Vec<&str> =
+        table.lines().find(|l| l.starts_with(ns)).expect("our plan is listed").split_whitespace().collect();
+    let status = w.plan("orders")["status"].clone();
+    assert_eq!(row[1], "orders", "{table}");
+    assert_eq!(row[2].parse::<f64>().ok(), status["score"].as_f64(), "{table}");
+    assert_eq!(row[3].parse::<u64>().ok(), status["brokers"]["current"].as_u64(), "{table}");
+    assert_eq!(row[4].parse::<u64>().ok(), status["workers"]["current"].as_u64(), "{table}");
+    assert_eq!(row[5], status["lastDecision"]["action"], "{table}");
+    assert_eq!(row[6], "True", "{table}");
+
+    // describe: conditions and the per-dimension breakdown.
+    let (ok, describe, err) = w.t.kubectl(&["describe", "fp", "orders", "-n", ns]);
+    assert!(ok, "{err}");
+    for needle in [
+        "Conditions:",
+        "Ready",
+        "MetricsAvailable",
+        "Dimensions:",
+        "business",
+        "infrastructure",
+        "experience",
+        "Ratio:",
+        "Last Decision:",
+    ] {
+        assert!(describe.contains(needle), "describe lacks {needle:?}:\n{describe}");
+    }
+
+    // explain: the doc comments, as the server's OpenAPI serves them.
+    let (ok, explain, err) = w.t.kubectl(&["explain", "fp.spec.dimensions"]);
+    assert!(ok, "{err}");
+    assert!(explain.contains("KIND:") && explain.contains("FulfillmentPlan"), "{explain}");
+    for field in ["name", "kind", "weight", "target", "for", "query"] {
+        assert!(
+            explain.lines().any(|l| l.trim_start().starts_with(&format!("{field}\t"))),
+            "explain lacks {field}:\n{explain}"
+        );
+    }
+
+    // Events with their reasons, as `kubectl get events` lists them.
+    let (ok, events, err) =
+        w.t.kubectl(&["get", "events", "-n", ns, "--field-selector", "involvedObject.kind=FulfillmentPlan"]);
+    assert!(ok, "{err}");
+    assert!(events.contains("ScaledUp") && events.contains("fulfillmentplan/orders"), "{events}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_rbac_rule_is_reported_clearly_and_nothing_else_breaks() {
+    // The chart installed without `deployments` among its scale targets: the operator may not
+    // read or set the workers' /scale.
+    let exporter = Exporter::start();
+    load(&exporter, 2.5);
+    let prometheus = Prometheus::scraping(&[exporter.target()]);
+    let cp = ControlPlane::shared();
+    support::ensure_crd(cp, &support::kafka_node_pool_crd());
+    let options = ChartOptions {
+        extra_values: vec![
+            "rbac.scaleTargets[0].apiGroup=kafka.strimzi.io".into(),
+            "rbac.scaleTargets[0].resources={kafkanodepools}".into(),
+        ],
+        ..Default::default()
+    };
+    let t = Tenant::new(cp, "rbac", options);
+    t.expect_forbidden();
+    t.kube.create(support::node_pool(&t.ns, "brokers", 3));
+    t.kube.create(support::deployment(&t.ns, "checkout-worker", 12));
+    let w = World { t, prometheus, exporter, brokers_kind: std::cell::Cell::new("KafkaNodePool") };
+    w.create_plan(&PlanOpts::default());
+    let op = Operator::start(&w.t, "op-a", &[]);
+    op.wait_ready();
+    until("Ready=False naming the refusal", Duration::from_secs(30), &op, || {
+        let ready = w.condition("orders", "Ready");
+        ready["status"] == "False" && ready["message"].as_str().is_some_and(|m| m.contains("forbidden"))
+    })
+    .await;
+    let message = w.condition("orders", "Ready")["message"].as_str().unwrap().to_string();
+    assert!(message.contains("deployments/scale") || message.contains("checkout-worker"), "{message}");
+    until("a Warning event", Duration::from_secs(10), &op, || {
+        w.t.kube
+            .list("events.k8s.io/v1", "Event", Some(w.ns()))
+            .iter()
+            .any(|e| e["type"] == "Warning" && e["note"].as_str().is_some_and(|n| n.contains("forbidden")))
+    })
+    .await;
+    let forbidden = w.t.forbidden();
+    assert!(forbidden.iter().all(|r| r.path.contains("/deployments/")), "only the removed rule: {forbidden:?}");
+    assert_eq!(w.workers(), 12, "nothing scaled blind");
+    assert!(op.log().contains("forbidden"), "the log says so too");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_server_restart_and_an_etcd_outage_lose_no_status_and_repeat_no_action() {
+    // This test stops parts of the control plane: it gets one of its own.
+    let mut cp = ControlPlane::start();
+    support::ensure_crd(&cp, &support::kafka_node_pool_crd());
+    let exporter = Exporter::start();
+    load(&exporter, 1.0);
+    let prometheus = Prometheus::scraping(&[exporter.target()]);
+    let t = Tenant::new(&cp, "outage", ChartOptions::default());
+    t.kube.create(support::node_pool(&t.ns, "brokers", 3));
+    t.kube.create(support::deployment(&t.ns, "checkout-worker", 12));
+    // A restarted kube-apiserver answers 403 for a moment, until its RBAC authorizer has synced.
+    t.expect_forbidden();
+    let w = World { t, prometheus, exporter, brokers_kind: std::cell::Cell::new("KafkaNodePool") };
+    w.create_plan(&PlanOpts::default());
+    let op = Operator::start(&w.t, "op-a", &[]);
+    op.wait_ready();
+    until("Ready", Duration::from_secs(30), &op, || w.condition("orders", "Ready")["status"] == "True").await;
+
+    // kube-apiserver restarted while load rises.
+    load(&w.exporter, 2.5);
+    cp.stop_apiserver();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let back = Instant::now();
+    cp.start_apiserver();
+    let api_ready = SystemTime::now();
+    until("scaled after the API server came back", Duration::from_secs(60), &op, || w.workers() > 12).await;
+    let api_recovery = back.elapsed();
+
+    // etcd stopped for longer than several intervals, then restarted.
+    until("settled", Duration::from_secs(60), &op, || {
+        w.plan("orders")["status"]["lastDecision"]["action"] == "Hold" && w.workers() > 12
+    })
+    .await;
+    let settled_workers = w.workers();
+    load(&w.exporter, 6.0);
+    cp.stop_etcd();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let etcd_back = Instant::now();
+    cp.start_etcd();
+    until("scaled after etcd came back", Duration::from_secs(60), &op, || w.workers() > settled_workers).await;
+    let etcd_recovery = etcd_back.elapsed();
+    // No lost status: status comes to say what the targets have, and stays there.
+    until("settled again", Duration::from_secs(60), &op, || {
+        let status = w.plan("orders")["status"].clone();
+        status["lastDecision"]["action"] == "Hold" && status["workers"]["current"].as_u64() == Some(w.workers())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let status = w.plan("orders")["status"].clone();
+    assert_eq!(status["workers"]["current"].as_u64(), Some(w.workers()), "{status}");
+    assert_eq!(status["brokers"]["current"].as_u64(), Some(w.brokers()), "{status}");
+    // The only 403s came from the API server that was starting.
+    let forbidden = w.t.forbidden();
+    assert!(
+        forbidden
+            .iter()
+            .all(|r| r.at >= api_ready - Duration::from_secs(30) && r.at <= api_ready + Duration::from_secs(10)),
+        "403s outside the restart: {forbidden:?}"
+    );
+    // No duplicate and no missing action: each successful patch of a target moves it upwards.
+    let mut duplicates = 0;
+    for kind in ["deployments/checkout-worker", "kafkanodepools/brokers"] {
+        let values: Vec<u64> = w.scale_patches().into_iter().filter(|p| p.0.contains(kind)).map(|p| p.1).collect();
+        assert!(!values.is_empty(), "{kind} was scaled");
+        duplicates += values.windows(2).filter(|p| p[0] >= p[1]).count();
+        assert!(values.windows(2).all(|p| p[0] < p[1]), "{kind}: {values:?}");
+    }
+    eprintln!(
+        "outage figures: status writes lost 0, duplicate or missing scale actions {duplicates}, \
+         recovered {:.1} s after kube-apiserver was back, {:.1} s after etcd was back, {} requests refused (403) \
+         while the restarted API server's RBAC synced",
+        api_recovery.as_secs_f64(),
+        etcd_recovery.as_secs_f64(),
+        forbidden.len()
+    );
 }

@@ -2,22 +2,20 @@
 //! local cluster (the plan, the HTTPRoute, its workers) and a remote one reached through a
 //! kubeconfig Secret.
 
+//! Failover end to end: the real binary, a real Prometheus, and two real control planes — the
+//! local cluster (the plan, a Gateway API HTTPRoute under the upstream CRD, its workers) and a
+//! remote one reached through a kubeconfig Secret, as a ServiceAccount that may only read and set
+//! `/scale` there. Both API servers are behind the tests' fault proxies, which record requests.
+
 mod support;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use kube_standin::{Config, StandIn};
 use serde_json::{Value, json};
+use support::control_plane::ControlPlane;
 use support::operator::{Operator, until};
+use support::tenant::{ChartOptions, Remote, Tenant};
 use support::{Exporter, Prometheus};
-
-const NS: &str = "shop";
-
-fn deployment(name: &str, replicas: u32) -> Value {
-    json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": NS},
-           "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
-                    "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}})
-}
 
 /// Health (etcd p99 seconds) of eu and us, and the failback gate's error ratio.
 fn metrics(exporter: &Exporter, eu: f64, us: f64, errors: f64) {
@@ -27,37 +25,35 @@ fn metrics(exporter: &Exporter, eu: f64, us: f64, errors: f64) {
 }
 
 struct World {
-    local: StandIn,
-    remote: StandIn,
+    local: Tenant,
+    remote: Remote,
     exporter: Exporter,
     _prometheus: Prometheus,
 }
 
+/// A world whose remote cluster is the binary's shared second control plane.
 async fn world() -> World {
+    world_with(ControlPlane::shared_remote()).await
+}
+
+async fn world_with(remote_cp: &ControlPlane) -> World {
     let exporter = Exporter::start();
     metrics(&exporter, 0.05, 0.05, 0.0);
     let prometheus = Prometheus::scraping(&[exporter.target()]);
-    let mut config = Config::default()
-        .with_crd(fulfillment_operator::plan::crd_yaml())
-        .with_crd(support::permissive_crd("gateway.networking.k8s.io", "HTTPRoute", "httproutes"));
-    config.namespaces.push(NS.into());
-    let local = StandIn::start(config).await.unwrap();
-    let mut config = Config::default();
-    config.namespaces.push(NS.into());
-    let remote = StandIn::start(config).await.unwrap();
-    for api in [&local, &remote] {
-        api.store().create(deployment("checkout-worker", 12)).unwrap();
-    }
-    local.store().create(deployment("kafka-broker", 3)).unwrap();
-    local.store().create(support::kubeconfig_secret(NS, "us-kubeconfig", &remote.kubeconfig_yaml())).unwrap();
-    local
-        .store()
-        .create(json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "checkout", "namespace": NS},
-            "spec": {"parentRefs": [{"name": "edge"}], "rules": [{"backendRefs": [
-                {"name": "checkout-eu", "port": 80, "weight": 50}, {"name": "checkout-us", "port": 80, "weight": 50}]}]}}))
-        .unwrap();
+    let cp = ControlPlane::shared();
+    support::ensure_crd(cp, &support::gateway_api_crd("httproutes"));
+    let local = Tenant::new(cp, "failover", ChartOptions { routers: true, ..Default::default() });
+    let ns = local.ns.clone();
+    let remote = Remote::new(remote_cp, &ns);
+    local.kube.create(support::deployment(&ns, "checkout-worker", 12));
+    remote.kube.create(support::deployment(&ns, "checkout-worker", 12));
+    local.kube.create(support::deployment(&ns, "kafka-broker", 3));
+    local.kube.create(support::kubeconfig_secret(&ns, "us-kubeconfig", &remote.kubeconfig_yaml));
+    local.kube.create(json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "checkout", "namespace": ns},
+        "spec": {"parentRefs": [{"name": "edge"}], "rules": [{"backendRefs": [
+            {"name": "checkout-eu", "port": 80, "weight": 50}, {"name": "checkout-us", "port": 80, "weight": 50}]}]}}));
     let plan = json!({
-    "apiVersion": "fulfillment.dev/v1alpha1", "kind": "FulfillmentPlan", "metadata": {"name": "checkout", "namespace": NS},
+    "apiVersion": "fulfillment.dev/v1alpha1", "kind": "FulfillmentPlan", "metadata": {"name": "checkout", "namespace": ns},
     "spec": {
         "prometheus": {"address": prometheus.url(), "timeout": "2s"},
         "interval": "1s",
@@ -76,7 +72,7 @@ async fn world() -> World {
             "failback": {"holdDown": "4s", "steps": [1, 5, 25, 50, 100], "stepInterval": "1s",
                          "gates": [{"name": "errors", "query": "max(error_ratio)", "max": 0.01, "for": "1s"}]}}
     }});
-    local.store().create(plan).unwrap();
+    local.kube.create(plan);
     support::wait_for("first scrape", Duration::from_secs(20), || {
         support::http_get(&prometheus.addr, "/api/v1/query?query=max(error_ratio)")
             .filter(|(_, b)| b.contains("\"value\""))
@@ -86,8 +82,11 @@ async fn world() -> World {
 }
 
 impl World {
+    fn ns(&self) -> &str {
+        &self.local.ns
+    }
     fn route(&self) -> Vec<u64> {
-        let r = self.local.store().get("gateway.networking.k8s.io/v1", "HTTPRoute", Some(NS), "checkout").unwrap();
+        let r = self.local.kube.get("gateway.networking.k8s.io/v1", "HTTPRoute", Some(self.ns()), "checkout").unwrap();
         r["spec"]["rules"][0]["backendRefs"]
             .as_array()
             .unwrap()
@@ -95,33 +94,28 @@ impl World {
             .map(|b| b["weight"].as_u64().unwrap_or(0))
             .collect()
     }
-    fn workers(api: &StandIn) -> u64 {
-        api.store()
-            .get("apps/v1", "Deployment", Some(NS), "checkout-worker")
-            .and_then(|d| d["spec"]["replicas"].as_u64())
-            .unwrap_or(0)
+    fn remote_workers(&self) -> u64 {
+        workers(&self.remote.kube, self.ns())
+    }
+    fn plan(&self) -> Value {
+        self.local.kube.get("fulfillment.dev/v1alpha1", "FulfillmentPlan", Some(self.ns()), "checkout").unwrap()
     }
     fn cluster(&self, name: &str) -> Value {
-        let plan = self.local.store().get("fulfillment.dev/v1alpha1", "FulfillmentPlan", Some(NS), "checkout").unwrap();
-        plan["status"]["traffic"]["clusters"]
+        self.plan()["status"]["traffic"]["clusters"]
             .as_array()
             .and_then(|cs| cs.iter().find(|c| c["name"] == name).cloned())
             .unwrap_or(Value::Null)
     }
     fn events(&self, reason: &str) -> Vec<Value> {
-        self.local
-            .store()
-            .list("events.k8s.io/v1", "Event", Some(NS))
-            .into_iter()
-            .filter(|e| e["reason"] == reason)
-            .collect()
+        self.local.events(reason)
     }
     /// Successful route patches: (when, eu weight).
     fn route_patches(&self) -> Vec<(SystemTime, u64)> {
         self.local
+            .proxy
             .requests()
             .into_iter()
-            .filter(|r| r.method == "PATCH" && r.path.contains("/httproutes/") && r.status < 300)
+            .filter(|r| r.method == "PATCH" && r.path.contains("/httproutes/") && (200..300).contains(&r.status))
             .map(|r| {
                 let eu = r.body.as_ref().and_then(|ops| {
                     ops.as_array()?
@@ -133,6 +127,12 @@ impl World {
             })
             .collect()
     }
+}
+
+fn workers(kube: &support::tenant::Kube, ns: &str) -> u64 {
+    kube.get("apps/v1", "Deployment", Some(ns), "checkout-worker")
+        .and_then(|d| d["spec"]["replicas"].as_u64())
+        .unwrap_or(0)
 }
 
 async fn until_or(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
@@ -147,7 +147,7 @@ async fn until_or(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
 }
 
 async fn start(w: &World) -> Operator {
-    let op = Operator::start(w.local.kubeconfig_path(), "op-a", &[]);
+    let op = Operator::start(&w.local, "op-a", &[]);
     op.wait_ready();
     until("both clusters healthy in status", Duration::from_secs(20), &op, || {
         w.cluster("eu")["phase"] == "Healthy" && w.cluster("us")["reachable"] == true
@@ -165,9 +165,9 @@ async fn a_breach_scales_survivors_then_shifts_traffic_and_recovery_fails_back_s
     metrics(&w.exporter, 0.5, 0.05, 0.0);
     until("traffic shifted", Duration::from_secs(20), &op, || w.route() == [15, 85]).await;
     // The survivor absorbs 85/50 = 1.7× its traffic: 12 → 21 workers, before the route moved.
-    assert_eq!(World::workers(&w.remote), 21);
+    assert_eq!(w.remote_workers(), 21);
     let scaled_at =
-        w.remote.requests().into_iter().find(|r| r.method == "PATCH" && r.path.ends_with("/scale")).unwrap().at;
+        w.remote.proxy.requests().into_iter().find(|r| r.method == "PATCH" && r.path.ends_with("/scale")).unwrap().at;
     let shifted_at = w.route_patches()[0].0;
     assert!(scaled_at <= shifted_at, "survivors are scaled before traffic moves");
     assert_eq!(w.cluster("eu")["phase"], "Failed");
@@ -192,37 +192,17 @@ async fn a_breach_scales_survivors_then_shifts_traffic_and_recovery_fails_back_s
     until("completion event", Duration::from_secs(5), &op, || !w.events("FailbackCompleted").is_empty()).await;
     // The survivor's raised workers come back once all has been healthy for the stabilization.
     let us = w.cluster("us");
-    let restored = until_or(Duration::from_secs(20), || World::workers(&w.remote) == 12).await;
-    assert!(
-        restored,
-        "survivor not restored: us was {us}; traffic status now {}",
-        w.local.store().get("fulfillment.dev/v1alpha1", "FulfillmentPlan", Some(NS), "checkout").unwrap()["status"]["traffic"]
-    );
+    let restored = until_or(Duration::from_secs(20), || w.remote_workers() == 12).await;
+    assert!(restored, "survivor not restored: us was {us}; traffic status now {}", w.plan()["status"]["traffic"]);
     until("restore event", Duration::from_secs(5), &op, || !w.events("SurvivorsRestored").is_empty()).await;
     let steps: Vec<u64> = w.route_patches().into_iter().map(|p| p.1).collect();
     assert!(steps.contains(&24) && steps.contains(&33), "went through the steps: {steps:?}");
     assert_eq!(*steps.last().unwrap(), 50);
 
-    // The calls failover adds on the local cluster, for the chart's RBAC test (tests/chart_test.py).
-    let calls: std::collections::BTreeSet<(String, String, String)> = w
-        .local
-        .requests()
-        .iter()
-        .filter_map(|r| r.target.as_ref().map(|t| (t.group.clone(), t.rbac_resource(), t.verb.clone())))
-        .collect();
-    for expected in [
-        ("gateway.networking.k8s.io", "httproutes", "get"),
-        ("gateway.networking.k8s.io", "httproutes", "patch"),
-        ("", "secrets", "get"),
-    ] {
-        assert!(
-            calls.contains(&(expected.0.into(), expected.1.into(), expected.2.into())),
-            "{expected:?} in {calls:?}"
-        );
-    }
-    let list: Vec<Value> = calls.iter().map(|(g, r, v)| json!({"group": g, "resource": r, "verb": v})).collect();
-    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("api-calls-failover.json");
-    std::fs::write(out, serde_json::to_string_pretty(&list).unwrap()).unwrap();
+    // Routes and the kubeconfig Secret were read and patched as the chart's ServiceAccount.
+    let calls = w.local.proxy.requests();
+    assert!(calls.iter().any(|r| r.method == "PATCH" && r.path.contains("/httproutes/checkout") && r.status == 200));
+    assert!(calls.iter().any(|r| r.method == "GET" && r.path.ends_with("/secrets/us-kubeconfig") && r.status == 200));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,14 +224,16 @@ async fn health_flapping_faster_than_its_window_moves_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_remote_cluster_fails_after_its_window_and_recovers() {
-    let mut w = world().await;
+    // This test stops the remote API server: it gets a remote control plane of its own.
+    let mut remote = ControlPlane::start();
+    let w = world_with(&remote).await;
     let op = start(&w).await;
-    w.remote.stop().await;
+    remote.stop_apiserver();
     let stopped = Instant::now();
     until("us failed", Duration::from_secs(20), &op, || w.route() == [85, 15]).await;
     assert!(stopped.elapsed() >= Duration::from_secs(3), "not before unreachableAfter");
     assert_eq!(w.cluster("us")["reachable"], false);
-    w.remote.restart().await.unwrap();
+    remote.start_apiserver();
     until("us back", Duration::from_secs(40), &op, || w.route() == [50, 50] && w.cluster("us")["phase"] == "Healthy")
         .await;
 }
@@ -286,7 +268,7 @@ async fn an_operator_restarted_mid_failback_resumes_at_the_same_step() {
     op.restart();
     op.wait_ready();
     until("evaluated again", Duration::from_secs(10), &op, || {
-        w.local.requests().iter().any(|r| r.at > restarted && r.path.ends_with("/status"))
+        w.local.proxy.requests().iter().any(|r| r.at > restarted && r.path.ends_with("/status"))
     })
     .await;
     assert_ne!(w.cluster("eu")["phase"], "Failed", "resumed, not started over");

@@ -29,7 +29,7 @@ pub fn binary(name: &str, env_var: &str) -> PathBuf {
     }
     panic!(
         "`{name}` is not installed: these tests run a real Prometheus. Install it with \
-         `apt-get install -y prometheus` (the README's test command, ./ci-test.sh, does this) or set {env_var}."
+         `apt-get install -y prometheus` (the README's test command, ./scripts/test.sh, does this) or set {env_var}."
     );
 }
 
@@ -317,18 +317,73 @@ impl Drop for Prometheus {
         self.kill();
     }
 }
+pub mod control_plane;
 pub mod operator;
+pub mod proxy;
+pub mod runtime;
+pub mod tenant;
 
-/// A CRD that serves `kind` with any `spec` (for route kinds the tests only need to store).
-pub fn permissive_crd(group: &str, kind: &str, plural: &str) -> String {
+/// A CRD of our own with a `/scale` subresource, in the shape of Strimzi's `KafkaNodePool`
+/// (`spec.replicas`, `status.replicas`). No registry this project can reach serves Strimzi's own
+/// CRD, so the brokers' custom resource is this one.
+pub fn kafka_node_pool_crd() -> String {
     serde_json::json!({
         "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {"name": format!("{plural}.{group}")},
-        "spec": {"group": group, "scope": "Namespaced", "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase()},
-                 "versions": [{"name": "v1", "served": true, "storage": true,
-                               "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}]}
+        "metadata": {"name": "kafkanodepools.kafka.strimzi.io"},
+        "spec": {
+            "group": "kafka.strimzi.io", "scope": "Namespaced",
+            "names": {"kind": "KafkaNodePool", "plural": "kafkanodepools", "singular": "kafkanodepool", "listKind": "KafkaNodePoolList"},
+            "versions": [{
+                "name": "v1beta2", "served": true, "storage": true,
+                "subresources": {"status": {}, "scale": {"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas", "labelSelectorPath": ".status.selector"}},
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true, "properties": {"replicas": {"type": "integer", "minimum": 0}}},
+                    "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true, "properties": {"replicas": {"type": "integer"}, "selector": {"type": "string"}}}
+                }}}
+            }]
+        }
     })
     .to_string()
+}
+
+/// Apply a CRD (JSON or YAML text, or a path) server-side, idempotently, and wait until it is
+/// Established.
+pub fn ensure_crd(cp: &control_plane::ControlPlane, manifest: &str) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), manifest).unwrap();
+    let path = file.path().display().to_string();
+    cp.kubectl_ok(&["apply", "--server-side", "--force-conflicts", "-f", &path]);
+    let names = cp.kubectl_ok(&["get", "-f", &path, "-o", "name"]);
+    for name in names.lines() {
+        cp.kubectl_ok(&["wait", "--for=condition=Established", "--timeout=60s", name]);
+    }
+}
+
+/// A Deployment `namespace/name` with `replicas` (its pods stay Pending: no kubelet runs).
+pub fn deployment(namespace: &str, name: &str, replicas: u32) -> serde_json::Value {
+    workload("Deployment", namespace, name, replicas)
+}
+
+/// A StatefulSet `namespace/name` with `replicas`.
+pub fn statefulset(namespace: &str, name: &str, replicas: u32) -> serde_json::Value {
+    let mut s = workload("StatefulSet", namespace, name, replicas);
+    s["spec"]["serviceName"] = serde_json::json!(name);
+    s
+}
+
+fn workload(kind: &str, namespace: &str, name: &str, replicas: u32) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "apps/v1", "kind": kind,
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "w", "image": "registry.test/worker"}]}}}
+    })
+}
+
+/// A KafkaNodePool `namespace/name` with `replicas` brokers.
+pub fn node_pool(namespace: &str, name: &str, replicas: u32) -> serde_json::Value {
+    serde_json::json!({"apiVersion": "kafka.strimzi.io/v1beta2", "kind": "KafkaNodePool",
+           "metadata": {"name": name, "namespace": namespace}, "spec": {"replicas": replicas, "roles": ["broker"]}})
 }
 
 /// A Secret `namespace/name` holding `kubeconfig` under the key `kubeconfig`.
@@ -346,4 +401,30 @@ pub fn kubeconfig_secret(namespace: &str, name: &str, kubeconfig: &str) -> serde
     secret["apiVersion"] = serde_json::json!("v1");
     secret["kind"] = serde_json::json!("Secret");
     secret
+}
+
+/// The Gateway API module whose CRDs the route tests install (read from the Go module cache at
+/// test time; never copied into this repository).
+pub const GATEWAY_API_MODULE: &str = "sigs.k8s.io/gateway-api@v1.4.1";
+/// The Istio API module whose `VirtualService` CRD the route tests install.
+pub const ISTIO_API_MODULE: &str = "istio.io/api@v1.32.0";
+
+/// Gateway API's own standard-channel CRD for `plural` (e.g. `httproutes`).
+pub fn gateway_api_crd(plural: &str) -> String {
+    let path = control_plane::go_module_dir(GATEWAY_API_MODULE)
+        .join(format!("config/crd/standard/gateway.networking.k8s.io_{plural}.yaml"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Istio's own CRD for `plural` (e.g. `virtualservices`), picked out of the module's generated
+/// bundle of every Istio CRD.
+pub fn istio_crd(plural: &str) -> String {
+    let path = control_plane::go_module_dir(ISTIO_API_MODULE).join("kubernetes/customresourcedefinitions.gen.yaml");
+    let bundle = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let wanted = format!("name: {plural}.networking.istio.io");
+    bundle
+        .split("\n---")
+        .find(|doc| doc.lines().any(|l| l.trim() == wanted))
+        .unwrap_or_else(|| panic!("no {plural} CRD in {}", path.display()))
+        .to_string()
 }

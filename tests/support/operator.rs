@@ -1,9 +1,13 @@
-//! The real `fulfillment-operator` binary as a child process, pointed at a kubeconfig.
+//! The real `fulfillment-operator` binary as a child process, run exactly the way the chart runs
+//! it: the container's args and environment are read from the Deployment that `helm install`
+//! created in the real API server (no kubelet runs its pod, so the test runs the binary), and it
+//! talks to the API server as the release's ServiceAccount, through the tenant's fault proxy.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use super::tenant::{RELEASE, Tenant};
 use super::{free_port, http_get, wait_for};
 
 /// A running operator; killed on drop.
@@ -14,18 +18,56 @@ pub struct Operator {
     /// Pod name (lease identity, events' reporting instance).
     pub name: String,
     kubeconfig: PathBuf,
+    /// The container's args and env as the chart installed them.
+    chart_args: Vec<String>,
+    chart_env: Vec<(String, String)>,
     extra: Vec<String>,
     log: tempfile::NamedTempFile,
 }
 
 impl Operator {
-    /// Start `run` with fast leader-election timings (lease 3 s) and `extra` flags.
-    pub fn start(kubeconfig: &Path, name: &str, extra: &[&str]) -> Self {
+    /// Start `run` for `tenant` with the chart's args and env, and `extra` flags replacing the
+    /// chart's flag of the same name.
+    pub fn start(tenant: &Tenant, name: &str, extra: &[&str]) -> Self {
+        let mut op = Self {
+            child: None,
+            admin: format!("127.0.0.1:{}", free_port()),
+            name: name.to_string(),
+            kubeconfig: tenant.operator_kubeconfig.clone(),
+            chart_args: Vec::new(),
+            chart_env: Vec::new(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            log: tempfile::NamedTempFile::new().unwrap(),
+        };
+        let deployment = tenant
+            .kube
+            .get("apps/v1", "Deployment", Some(&tenant.system_ns), RELEASE)
+            .expect("helm install created the operator's Deployment");
+        let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+        op.chart_args = container["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect();
+        for e in container["env"].as_array().unwrap() {
+            let value = match e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+                Some("metadata.name") => op.name.clone(),
+                Some("metadata.namespace") => tenant.system_ns.clone(),
+                Some(other) => panic!("the chart sets an env var from {other}, which the test cannot resolve"),
+                None => e["value"].as_str().unwrap_or_default().to_string(),
+            };
+            op.chart_env.push((e["name"].as_str().unwrap().to_string(), value));
+        }
+        op.spawn();
+        op
+    }
+
+    /// Start `run` against any cluster in `kubeconfig` (the kind/k3d tier), with `extra` flags
+    /// and no leader-election namespace of a chart release.
+    pub fn start_in_cluster(kubeconfig: &std::path::Path, name: &str, extra: &[&str]) -> Self {
         let mut op = Self {
             child: None,
             admin: format!("127.0.0.1:{}", free_port()),
             name: name.to_string(),
             kubeconfig: kubeconfig.to_path_buf(),
+            chart_args: vec!["run".into(), "--admin-addr=".into()],
+            chart_env: vec![("POD_NAME".into(), name.into()), ("RUST_LOG".into(), "info".into())],
             extra: extra.iter().map(|s| s.to_string()).collect(),
             log: tempfile::NamedTempFile::new().unwrap(),
         };
@@ -35,22 +77,19 @@ impl Operator {
 
     fn spawn(&mut self) {
         let log = self.log.reopen().unwrap();
-        let mut args = vec![
-            "run".to_string(),
-            format!("--admin-addr={}", self.admin),
-            format!("--pod-name={}", self.name),
-            "--lease-namespace=default".to_string(),
-            "--lease-duration=3s".to_string(),
-            "--renew-deadline=2s".to_string(),
-            "--retry-period=500ms".to_string(),
-        ];
+        let flag = |a: &str| a.split('=').next().unwrap_or_default().to_string();
+        let mut args: Vec<String> = self
+            .chart_args
+            .iter()
+            .filter(|a| !self.extra.iter().any(|e| flag(e) == flag(a)))
+            .map(|a| if a.starts_with("--admin-addr=") { format!("--admin-addr={}", self.admin) } else { a.clone() })
+            .collect();
         args.extend(self.extra.iter().cloned());
         let child = Command::new(env!("CARGO_BIN_EXE_fulfillment-operator"))
             .args(&args)
+            .env_clear()
+            .envs(self.chart_env.iter().map(|(k, v)| (k, v)))
             .env("KUBECONFIG", &self.kubeconfig)
-            .env("RUST_LOG", "info,fulfillment_operator=debug")
-            .env_remove("POD_NAME")
-            .env_remove("POD_NAMESPACE")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

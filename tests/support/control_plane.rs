@@ -1,0 +1,447 @@
+//! A real Kubernetes control plane on loopback, the way controller-runtime's envtest gives Go
+//! operators one: etcd, kube-apiserver and kube-controller-manager built from their Go modules by
+//! `scripts/control-plane.sh build` (cached by version outside the clone), started with their own
+//! CA, serving certificate, admin client certificate (`system:masters`) and service-account
+//! signing key, all made here with rcgen.
+//!
+//! [`ControlPlane::shared`] is one per test binary: started once on a thread that lives as long as
+//! the process (children get `PR_SET_PDEATHSIG`, so they die with the test binary even when it
+//! is killed), its temporary directory removed at exit. Tests isolate themselves in namespaces
+//! ([`super::tenant::Tenant`]). A test that stops parts of the control plane (API server restart,
+//! etcd outage, an unreachable remote cluster) starts its own with [`ControlPlane::start`],
+//! torn down on drop.
+//!
+//! When the binaries are missing the test fails with the command that builds them; it never
+//! skips.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+};
+
+use super::{free_port, wait_for};
+
+/// Where `scripts/control-plane.sh` put the binaries: `$FO_CONTROL_PLANE_BIN`, else what the
+/// script's `path` command prints. Panics with the command that builds them.
+pub fn bin_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Ok(dir) = std::env::var("FO_CONTROL_PLANE_BIN") {
+            return PathBuf::from(dir);
+        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/control-plane.sh");
+        let out = Command::new("bash").arg(&script).arg("path").output().expect("bash runs");
+        let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(
+            out.status.success() && !dir.is_empty(),
+            "the real control plane (kube-apiserver, etcd, kube-controller-manager, helm) is not built. \
+             These tests run against it and never skip. Build it (needs Go >= 1.25; ~15 min cold, cached after) with:\n\n    \
+             ./scripts/control-plane.sh build\n\n(./scripts/test.sh does this for you)"
+        );
+        PathBuf::from(dir)
+    })
+    .clone()
+}
+
+/// Path of one of the control plane's binaries (`etcd`, `kube-apiserver`, `helm`, ...).
+pub fn binary(name: &str) -> PathBuf {
+    bin_dir().join(name)
+}
+
+/// A child that dies with the test process (`PR_SET_PDEATHSIG`) and is killed on drop.
+struct Proc {
+    name: &'static str,
+    program: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Proc {
+    fn new(name: &'static str, program: PathBuf, args: Vec<String>, dir: &Path) -> Self {
+        Self { name, program, args, log: dir.join(format!("{name}.log")), child: None }
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let mut command = Command::new(&self.program);
+        command.args(&self.args).stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child =
+            command.spawn().unwrap_or_else(|e| panic!("{} ({}) starts: {e}", self.name, self.program.display()));
+        self.child = Some(child);
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Certificates and keys of one control plane, PEM-encoded.
+pub struct Pki {
+    /// The cluster CA (signs the serving and client certificates).
+    pub ca_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Pki {
+    fn new() -> Self {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name = name(&[(DnType::CommonName, "fulfillment-operator-test-ca")]);
+        let ca_pem = params.self_signed(&key).unwrap().pem();
+        Self { ca_pem, issuer: Issuer::new(params, key) }
+    }
+
+    /// A certificate signed by the CA: (certificate PEM, key PEM).
+    pub fn issue(&self, sans: &[&str], dn: &[(DnType, &str)], usage: ExtendedKeyUsagePurpose) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        params.distinguished_name = name(dn);
+        params.extended_key_usages = vec![usage];
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+fn name(parts: &[(DnType, &str)]) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    for (t, v) in parts {
+        dn.push(t.clone(), *v);
+    }
+    dn
+}
+
+/// etcd + kube-apiserver + kube-controller-manager on loopback ports.
+pub struct ControlPlane {
+    dir: tempfile::TempDir,
+    /// The cluster's certificates.
+    pub pki: Pki,
+    /// `https://127.0.0.1:PORT` of the API server.
+    pub url: String,
+    /// A kubeconfig with the admin client certificate (`system:masters`), for the tests' own
+    /// set-up and assertions; the operator never uses it.
+    pub admin_kubeconfig: PathBuf,
+    /// How long the start took until `/readyz` and the CRDs were served.
+    pub started_in: Duration,
+    etcd: Proc,
+    apiserver: Proc,
+    controller_manager: Proc,
+}
+
+/// The kube-controller-manager controllers the tests need: Deployments really create their
+/// ReplicaSets, namespaces are really deleted, garbage is collected, and the HPA runs.
+const CONTROLLERS: &str = "deployment-controller,replicaset-controller,garbage-collector-controller,namespace-controller,horizontal-pod-autoscaler-controller,serviceaccount-controller";
+
+impl ControlPlane {
+    /// Start a private control plane (torn down on drop) with the project's CRD installed by
+    /// `kubectl apply -f crds/`.
+    pub fn start() -> Self {
+        let begun = Instant::now();
+        let dir = tempfile::Builder::new().prefix("fo-control-plane-").tempdir().unwrap();
+        let d = dir.path();
+        let pki = Pki::new();
+        let (serving_cert, serving_key) = pki.issue(
+            &["127.0.0.1", "localhost"],
+            &[(DnType::CommonName, "kube-apiserver")],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        );
+        let (admin_cert, admin_key) = pki.issue(
+            &[],
+            &[(DnType::CommonName, "admin"), (DnType::OrganizationName, "system:masters")],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        );
+        let sa_key = KeyPair::generate().unwrap();
+        let files = [
+            ("ca.crt", pki.ca_pem.clone()),
+            ("apiserver.crt", serving_cert),
+            ("apiserver.key", serving_key),
+            ("admin.crt", admin_cert.clone()),
+            ("admin.key", admin_key.clone()),
+            ("sa.key", sa_key.serialize_pem()),
+            ("sa.pub", sa_key.public_key_pem()),
+        ];
+        for (file, pem) in &files {
+            std::fs::write(d.join(file), pem).unwrap();
+        }
+        let (etcd_port, peer_port, api_port) = (free_port(), free_port(), free_port());
+        let url = format!("https://127.0.0.1:{api_port}");
+        let p = |f: &str| d.join(f).display().to_string();
+        let etcd = Proc::new(
+            "etcd",
+            binary("etcd"),
+            vec![
+                "--name=default".into(),
+                format!("--data-dir={}", p("etcd-data")),
+                format!("--listen-client-urls=http://127.0.0.1:{etcd_port}"),
+                format!("--advertise-client-urls=http://127.0.0.1:{etcd_port}"),
+                format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"),
+                format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"),
+                format!("--initial-cluster=default=http://127.0.0.1:{peer_port}"),
+                "--unsafe-no-fsync".into(),
+                "--log-level=warn".into(),
+            ],
+            d,
+        );
+        let apiserver = Proc::new(
+            "kube-apiserver",
+            binary("kube-apiserver"),
+            vec![
+                format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
+                format!("--cert-dir={}", p("cert-dir")),
+                format!("--tls-cert-file={}", p("apiserver.crt")),
+                format!("--tls-private-key-file={}", p("apiserver.key")),
+                format!("--client-ca-file={}", p("ca.crt")),
+                format!("--secure-port={api_port}"),
+                "--bind-address=127.0.0.1".into(),
+                "--advertise-address=127.0.0.1".into(),
+                "--service-cluster-ip-range=10.0.0.0/24".into(),
+                "--authorization-mode=RBAC".into(),
+                "--disable-admission-plugins=ServiceAccount".into(),
+                format!("--service-account-issuer={url}"),
+                format!("--service-account-key-file={}", p("sa.pub")),
+                format!("--service-account-signing-key-file={}", p("sa.key")),
+                "--allow-privileged=true".into(),
+                "--v=0".into(),
+            ],
+            d,
+        );
+        let kubeconfig = admin_kubeconfig_yaml(&url, &pki.ca_pem, &admin_cert, &admin_key);
+        let admin_kubeconfig = d.join("admin.kubeconfig");
+        std::fs::write(&admin_kubeconfig, kubeconfig).unwrap();
+        let controller_manager = Proc::new(
+            "kube-controller-manager",
+            binary("kube-controller-manager"),
+            vec![
+                format!("--kubeconfig={}", admin_kubeconfig.display()),
+                format!("--controllers={CONTROLLERS}"),
+                "--leader-elect=false".into(),
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={}", free_port()),
+                format!("--cert-dir={}", p("kcm-cert-dir")),
+                "--horizontal-pod-autoscaler-sync-period=1s".into(),
+                "--concurrent-deployment-syncs=2".into(),
+                "--v=0".into(),
+            ],
+            d,
+        );
+        let mut cp =
+            Self { dir, pki, url, admin_kubeconfig, started_in: Duration::ZERO, etcd, apiserver, controller_manager };
+        cp.etcd.start();
+        cp.apiserver.start();
+        cp.wait_ready();
+        cp.controller_manager.start();
+        cp.kubectl_ok(&["apply", "--server-side", "-f", &crd_dir().display().to_string()]);
+        cp.kubectl_ok(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/fulfillmentplans.fulfillment.dev",
+        ]);
+        cp.started_in = begun.elapsed();
+        eprintln!("control plane ready at {} in {:.1} s", cp.url, cp.started_in.as_secs_f64());
+        cp
+    }
+
+    /// The control plane of this test binary, started on first use and shared by its tests
+    /// (each in its own namespace). Never stopped by a test.
+    pub fn shared() -> &'static ControlPlane {
+        static SHARED: OnceLock<&'static ControlPlane> = OnceLock::new();
+        SHARED.get_or_init(|| start_for_the_process("shared"))
+    }
+
+    /// A second shared control plane for tests that need a remote cluster.
+    pub fn shared_remote() -> &'static ControlPlane {
+        static REMOTE: OnceLock<&'static ControlPlane> = OnceLock::new();
+        REMOTE.get_or_init(|| start_for_the_process("remote"))
+    }
+
+    /// Run kubectl as admin; returns (success, stdout, stderr).
+    pub fn kubectl(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new("kubectl")
+            .arg(format!("--kubeconfig={}", self.admin_kubeconfig.display()))
+            .args(args)
+            .output()
+            .expect("kubectl is installed");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    }
+
+    /// Run kubectl as admin and fail the test with its output unless it succeeds; returns stdout.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.kubectl(args);
+        assert!(ok, "kubectl {} failed:\n{out}\n{err}", args.join(" "));
+        out
+    }
+
+    fn wait_ready(&self) {
+        let what = format!(
+            "kube-apiserver /readyz at {} (logs: {} and {})",
+            self.url,
+            self.etcd.log.display(),
+            self.apiserver.log.display()
+        );
+        wait_for(&what, Duration::from_secs(120), || {
+            self.apiserver.child.as_ref()?;
+            let (ok, out, _) = self.kubectl(&["get", "--raw=/readyz", "--request-timeout=2s"]);
+            if ok && out.trim() == "ok" {
+                return Some(());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            None
+        });
+    }
+
+    /// Stop the API server (connections refused until [`Self::start_apiserver`]).
+    pub fn stop_apiserver(&mut self) {
+        self.apiserver.stop();
+    }
+
+    /// Start the API server again on the same port and data, and wait until it is ready.
+    pub fn start_apiserver(&mut self) {
+        self.apiserver.start();
+        self.wait_ready();
+    }
+
+    /// Stop etcd: the API server stays up but cannot read or write.
+    pub fn stop_etcd(&mut self) {
+        self.etcd.stop();
+    }
+
+    /// Start etcd again on the same data directory, and wait until the API server is ready.
+    pub fn start_etcd(&mut self) {
+        self.etcd.start();
+        self.wait_ready();
+    }
+
+    /// The directory holding this control plane's certificates, kubeconfigs and logs.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Process ids of (etcd, kube-apiserver, kube-controller-manager).
+    pub fn pids(&self) -> [Option<u32>; 3] {
+        [self.etcd.pid(), self.apiserver.pid(), self.controller_manager.pid()]
+    }
+}
+
+/// Start a control plane owned by a thread that lives as long as the test binary, so the
+/// children's parent-death signal fires only when the process ends; remove its directory at exit.
+fn start_for_the_process(what: &str) -> &'static ControlPlane {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name(format!("control-plane-{what}"))
+        .spawn(move || {
+            let cp: &'static ControlPlane = Box::leak(Box::new(ControlPlane::start()));
+            remove_at_exit(cp.dir.path().to_path_buf(), cp.pids());
+            tx.send(cp).unwrap();
+            loop {
+                std::thread::park();
+            }
+        })
+        .unwrap();
+    rx.recv().expect("the control plane started (see the panic above)")
+}
+
+/// Directories and processes to clean up when the test binary exits normally.
+static AT_EXIT: std::sync::Mutex<Vec<(PathBuf, [Option<u32>; 3])>> = std::sync::Mutex::new(Vec::new());
+
+fn remove_at_exit(dir: PathBuf, pids: [Option<u32>; 3]) {
+    extern "C" fn cleanup() {
+        if let Ok(list) = AT_EXIT.lock() {
+            for (dir, pids) in list.iter() {
+                for pid in pids.iter().flatten() {
+                    // SAFETY: plain kill(2) of our own children.
+                    unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+                }
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+    let mut list = AT_EXIT.lock().unwrap();
+    if list.is_empty() {
+        // SAFETY: registering a plain extern "C" fn.
+        unsafe { libc::atexit(cleanup) };
+    }
+    list.push((dir, pids));
+}
+
+/// The project's generated CRDs.
+pub fn crd_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("crds")
+}
+
+fn b64(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+fn admin_kubeconfig_yaml(url: &str, ca: &str, cert: &str, key: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {url}\n    certificate-authority-data: {}\n\
+         users:\n- name: admin\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\n\
+         contexts:\n- name: test\n  context:\n    cluster: test\n    user: admin\ncurrent-context: test\n",
+        b64(ca),
+        b64(cert),
+        b64(key)
+    )
+}
+
+/// A kubeconfig for `server` with a bearer token (the operator's: a ServiceAccount's token
+/// behind the fault proxy, or a remote cluster's).
+pub fn token_kubeconfig_yaml(server: &str, ca: Option<&str>, token: Option<&str>) -> String {
+    let ca = ca.map(|c| format!("    certificate-authority-data: {}\n", b64(c))).unwrap_or_default();
+    let user = match token {
+        Some(t) => format!("  user:\n    token: {t}\n"),
+        None => "  user: {}\n".to_string(),
+    };
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {server}\n{ca}\
+         users:\n- name: u\n{user}contexts:\n- name: test\n  context:\n    cluster: test\n    user: u\ncurrent-context: test\n"
+    )
+}
+
+/// The directory of a Go module in the module cache (`go mod download -json`), for upstream
+/// CRDs that ship inside Go modules (Gateway API, Istio). Never copied into this repository.
+pub fn go_module_dir(module: &str) -> PathBuf {
+    static CACHE: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    if let Some((_, dir)) = CACHE.lock().unwrap().iter().find(|(m, _)| m == module) {
+        return dir.clone();
+    }
+    let work = tempfile::tempdir().unwrap();
+    let out = Command::new("go")
+        .args(["mod", "download", "-json", module])
+        .current_dir(work.path())
+        .env("GOFLAGS", "-mod=mod")
+        .output()
+        .unwrap_or_else(|e| panic!("`go mod download {module}`: Go is needed for the upstream CRDs ({e})"));
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("go mod download -json {module}: {e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let dir = PathBuf::from(info["Dir"].as_str().unwrap_or_else(|| panic!("{module}: {info}")));
+    CACHE.lock().unwrap().push((module.to_string(), dir.clone()));
+    dir
+}
