@@ -8,15 +8,12 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
-COPY standin/Cargo.toml standin/Cargo.toml
-RUN mkdir -p src benches standin/src \
+RUN mkdir -p src benches \
  && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
  && for b in engine prometheus_visibility reaction footprint failover; do echo 'fn main() {}' > benches/$b.rs; done \
- && touch standin/src/lib.rs && echo 'fn main() {}' > standin/src/main.rs \
  && cargo build --release --locked --bin fulfillment-operator \
- && rm -rf src standin/src
+ && rm -rf src
 COPY src src
-COPY standin/src standin/src
 RUN touch src/main.rs src/lib.rs \
  && cargo build --release --locked --bin fulfillment-operator \
  && cp target/release/fulfillment-operator /fulfillment-operator
