@@ -19,10 +19,17 @@ pub fn runtime() -> &'static tokio::runtime::Runtime {
 }
 
 /// Run `future` on the support runtime and wait for it, from sync or async test code alike.
+///
+/// The wait is a plain channel receive: polling a Tokio `JoinHandle` from inside a test's own
+/// runtime would spend that task's cooperative budget and then spin on a self-wake.
 pub fn block<F>(future: F) -> F::Output
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    futures::executor::block_on(runtime().spawn(future)).expect("support task panicked")
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    runtime().spawn(async move {
+        let _ = tx.send(future.await);
+    });
+    rx.recv().expect("support task panicked")
 }
