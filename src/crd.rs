@@ -696,9 +696,12 @@ pub struct FulfillmentPlanStatus {
     pub traffic: Option<TrafficStatus>,
     /// The decision engine's memory (recent samples per dimension, recommendations and scale
     /// changes), kept here so that a restarted operator or a new leader resumes the sustain and
-    /// stabilization windows instead of starting them over. Written by the operator only.
+    /// stabilization windows instead of starting them over. Owned by the operator: an opaque,
+    /// versioned object (`version`) of at most 256 KiB whose fields are not an API and may
+    /// change between operator versions. Do not write it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory: Option<crate::engine::Memory>,
+    #[schemars(schema_with = "opaque_object")]
+    pub memory: Option<serde_json::Value>,
 }
 
 /// Current and desired replicas of one workload.
@@ -752,11 +755,14 @@ pub struct TrafficStatus {
     #[serde(default)]
     pub clusters: Vec<ClusterStatus>,
     /// Since when every cluster has been healthy again after a failover (restoring raised
-    /// workers waits for the scale-down stabilization window from here).
+    /// workers waits for the scale-down stabilization window from here). Reported; the operator
+    /// keeps its own copy in `traffic.memory`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub all_healthy_since: Option<Time>,
-    /// The failover state machine's memory (health and gate samples, phases), kept so a restart
-    /// or a new leader resumes where it was. Written by the operator only.
+    /// The failover decision's memory (health and gate samples, phases, raised workers), kept
+    /// so a restart or a new leader resumes where it was. Owned by the operator: an opaque,
+    /// versioned object (`version`) of at most 256 KiB whose fields are not an API. Do not write
+    /// it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "opaque_object")]
     pub memory: Option<serde_json::Value>,
@@ -766,6 +772,28 @@ fn opaque_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
 }
 
+/// A cluster's failover phase.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum FailoverPhase {
+    /// Serving its normal share of the traffic.
+    #[default]
+    Healthy,
+    /// Failed over: its breach was confirmed and part of its share moved to the healthy clusters.
+    Failed,
+    /// Recovered and getting its share back step by step.
+    FailingBack,
+}
+
+impl std::fmt::Display for FailoverPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FailoverPhase::Healthy => "Healthy",
+            FailoverPhase::Failed => "Failed",
+            FailoverPhase::FailingBack => "FailingBack",
+        })
+    }
+}
+
 /// One cluster's failover state.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -773,7 +801,7 @@ pub struct ClusterStatus {
     /// Cluster name.
     pub name: String,
     /// `Healthy`, `Failed` or `FailingBack`.
-    pub phase: String,
+    pub phase: FailoverPhase,
     /// During failback, the percent of the shifted traffic returned so far.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failback_percent: Option<i32>,
@@ -797,6 +825,7 @@ pub struct ClusterStatus {
     pub workers: Option<i32>,
     /// Workers this cluster had before failover raised them for absorbed traffic; they are
     /// restored once every cluster has been healthy for the scale-down stabilization window.
+    /// Reported; the operator keeps its own copy in `traffic.memory`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prescaled_from: Option<i32>,
 }

@@ -8,7 +8,8 @@
 //! - [`simulate`]: replaying a plan over a trace or Prometheus history.
 //! - [`controller`]: `run`, the Kubernetes controller; [`leader`]: leader election;
 //!   [`telemetry`]: metrics, admin port and logs; [`router`]: traffic routers (HTTPRoute,
-//!   VirtualService) for failover.
+//!   VirtualService) for failover; [`time`]: the one conversion between status times and the
+//!   engine's seconds.
 
 pub mod controller;
 pub mod crd;
@@ -20,4 +21,5 @@ pub mod prometheus;
 pub mod router;
 pub mod simulate;
 pub mod telemetry;
+pub mod time;
 pub mod yaml;

@@ -4,7 +4,7 @@ use std::{io::Write, path::PathBuf, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use fulfillment_operator::{
-    engine::{Policy, Replicas},
+    engine::Replicas,
     plan,
     prometheus::{PrometheusConfig, PrometheusSource},
     simulate::{self, ReplayOptions, Trace},
@@ -234,7 +234,8 @@ fn parse_when(text: &str, flag: &str, now: i64) -> Result<i64, String> {
 
 fn run_simulate(args: SimulateArgs) -> Result<(), String> {
     let plan = plan::load(&args.plan).map_err(|e| e.to_string())?;
-    let policy = Policy::from_spec(&plan.spec);
+    let compiled = plan::CompiledPlan::new(&plan);
+    let policy = &compiled.policy;
     let (brokers, workers) = match &args.initial {
         Some(text) => parse_initial(text)?,
         None => (None, None),
@@ -243,7 +244,7 @@ fn run_simulate(args: SimulateArgs) -> Result<(), String> {
         Replicas { brokers: brokers.unwrap_or(policy.brokers.min), workers: workers.unwrap_or(policy.workers.min) };
     let trace = if let Some(path) = &args.trace {
         let file = std::fs::File::open(path).map_err(|e| format!("cannot read trace {}: {e}", path.display()))?;
-        Trace::from_csv(std::io::BufReader::new(file), &policy).map_err(|e| format!("{}: {e}", path.display()))?
+        Trace::from_csv(std::io::BufReader::new(file), policy).map_err(|e| format!("{}: {e}", path.display()))?
     } else {
         let url = args.prometheus.clone().unwrap_or_default();
         let now = jiff::Timestamp::now().as_second();
@@ -269,30 +270,18 @@ fn run_simulate(args: SimulateArgs) -> Result<(), String> {
             insecure_skip_verify: false,
         })
         .map_err(|e| e.to_string())?;
-        let queries: Vec<String> = plan.spec.dimensions.iter().map(|d| d.query.clone()).collect();
-        let health: Vec<String> = plan.spec.clusters.iter().map(|c| c.health.query.clone()).collect();
-        let gates: Vec<String> =
-            plan.spec.traffic.iter().flat_map(|t| t.failback.gates.iter().map(|g| g.query.clone())).collect();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the async runtime: {e}"))?;
         runtime
-            .block_on(Trace::from_prometheus(
-                &source,
-                &policy,
-                &queries,
-                (&health, &gates),
-                from,
-                to,
-                step.as_secs_f64(),
-            ))
+            .block_on(Trace::from_prometheus(&source, &compiled, from, to, step.as_secs_f64()))
             .map_err(|e| e.to_string())?
     };
     let options = ReplayOptions { initial, feedback: !args.no_feedback };
-    let replay = simulate::replay("plan", &policy, &policy, &trace, options);
+    let replay = simulate::replay("plan", policy, policy, &trace, options);
     let baseline =
-        args.baseline.map(|Baseline::Hpa| simulate::replay("hpa", &policy.hpa_baseline(), &policy, &trace, options));
+        args.baseline.map(|Baseline::Hpa| simulate::replay("hpa", &policy.hpa_baseline(), policy, &trace, options));
 
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

@@ -10,7 +10,9 @@ use std::{fmt, path::Path};
 
 use kube::CustomResourceExt;
 
-use crate::crd::FulfillmentPlan;
+use crate::crd::{FulfillmentPlan, PrometheusConnection};
+use crate::engine::Policy;
+use crate::engine::traffic::TrafficPolicy;
 use crate::yaml::{self, YamlError};
 
 /// One broken rule: where, and what to do.
@@ -128,6 +130,86 @@ fn query_problem(query: &str) -> Option<String> {
             ),
             ValueType::String => Some("query returns a string; it must return a number".to_string()),
         },
+    }
+}
+
+/// What a query is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueryRole {
+    /// A scoring dimension (`spec.dimensions[]`).
+    Dimension,
+    /// A cluster's health (`spec.clusters[].health`).
+    Health,
+    /// A failback gate (`spec.traffic.failback.gates[]`).
+    Gate,
+}
+
+impl fmt::Display for QueryRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            QueryRole::Dimension => "dimension",
+            QueryRole::Health => "cluster health",
+            QueryRole::Gate => "gate",
+        })
+    }
+}
+
+/// One PromQL query of a plan, with what it is for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Query {
+    /// What it is for.
+    pub role: QueryRole,
+    /// The dimension, cluster or gate name.
+    pub name: String,
+    /// The PromQL.
+    pub promql: String,
+}
+
+/// A plan compiled once per spec generation: the engine's policy (with its failover policy),
+/// every query with its name and role, and the Prometheus connection settings. The controller
+/// caches it beside the generation that passed validation; `simulate` builds it once.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CompiledPlan {
+    /// `metadata.generation` it was compiled from.
+    pub generation: Option<i64>,
+    /// What the engine decides with.
+    pub policy: Policy,
+    /// Dimensions first (in plan order), then cluster health, then gates.
+    pub queries: Vec<Query>,
+    /// How to reach Prometheus.
+    pub prometheus: PrometheusConnection,
+}
+
+impl CompiledPlan {
+    /// Compile `plan` (which should have passed [`validate`]).
+    pub fn new(plan: &FulfillmentPlan) -> Self {
+        let spec = &plan.spec;
+        let query = |role, name: &str, promql: &str| Query { role, name: name.to_string(), promql: promql.to_string() };
+        let queries = spec
+            .dimensions
+            .iter()
+            .map(|d| query(QueryRole::Dimension, &d.name, &d.query))
+            .chain(spec.clusters.iter().map(|c| query(QueryRole::Health, &c.name, &c.health.query)))
+            .chain(
+                spec.traffic.iter().flat_map(|t| &t.failback.gates).map(|g| query(QueryRole::Gate, &g.name, &g.query)),
+            )
+            .collect();
+        Self {
+            generation: plan.metadata.generation,
+            policy: Policy::from_spec(spec),
+            queries,
+            prometheus: spec.prometheus.clone(),
+        }
+    }
+
+    /// The queries of one role, in plan order.
+    pub fn queries(&self, role: QueryRole) -> impl Iterator<Item = &Query> {
+        self.queries.iter().filter(move |q| q.role == role)
+    }
+
+    /// The failover policy, for plans with clusters and traffic.
+    pub fn traffic(&self) -> Option<&TrafficPolicy> {
+        self.policy.traffic.as_ref()
     }
 }
 

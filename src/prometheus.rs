@@ -315,6 +315,18 @@ fn multiple<'a>(query: &str, metrics: impl ExactSizeIterator<Item = &'a HashMap<
     QueryError::MultipleSeries { query: query.to_string(), count, series }
 }
 
+/// The one way a range series (time-ordered `(unix seconds, value)`) is read on a time grid
+/// of spacing `step`: the latest sample at or before `t` that is less than `step` old. A grid
+/// point with no such sample has no value (a gap, not the last value carried forward). The
+/// controller's replay after a gap and `simulate --prometheus` both read history with it.
+pub fn value_at(series: &[(f64, f64)], t: f64, step: f64) -> Option<f64> {
+    // Prometheus timestamps are milliseconds; allow for float rounding of the grid.
+    const SLACK: f64 = 1e-6;
+    let after = series.partition_point(|(st, _)| *st <= t + SLACK);
+    let (st, v) = *series.get(after.checked_sub(1)?)?;
+    (t - st < step).then_some(v)
+}
+
 /// An error and its sources, one line.
 pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut out = error.to_string();
@@ -328,4 +340,21 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::value_at;
+
+    #[test]
+    fn a_series_is_read_on_the_grid_without_carrying_values_over_gaps() {
+        let series = [(100.0, 1.0), (115.0, 2.0), (145.0, 4.0)];
+        assert_eq!(value_at(&series, 100.0, 15.0), Some(1.0));
+        assert_eq!(value_at(&series, 110.0, 15.0), Some(1.0), "the latest at or before");
+        assert_eq!(value_at(&series, 115.0 - 1e-9, 15.0), Some(2.0), "float rounding of the grid");
+        assert_eq!(value_at(&series, 130.0, 15.0), None, "a whole step without a sample is a gap");
+        assert_eq!(value_at(&series, 145.0, 15.0), Some(4.0));
+        assert_eq!(value_at(&series, 99.0, 15.0), None, "nothing before the first sample");
+        assert_eq!(value_at(&[], 100.0, 15.0), None);
+    }
 }

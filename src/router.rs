@@ -1,8 +1,8 @@
 //! Traffic routers: where failover sets the weight of each cluster's backend. One small trait,
 //! one implementation per kind of route (Flagger's router shape: read routes, set routes).
 //!
-//! Not yet driven by the controller (the failover issue's next step); the routers are complete
-//! and tested against the stand-in API server on their own.
+//! The controller's failover (`controller/failover.rs`) reads and sets routes through the trait;
+//! a DNS router would be a third implementation.
 //!
 //! Both routers change only the `weight` of the entries that belong to the plan's clusters, with a
 //! JSON patch whose `test` operations pin each entry's identity and the object's

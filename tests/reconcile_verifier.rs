@@ -60,6 +60,7 @@ fn plan(prometheus: &str, factor: f64) -> FulfillmentPlan {
             .collect();
         engine::step(&policy, &mut memory, t, &readings, current);
     }
+    let memory = fulfillment_operator::controller::memory::scaling_to_status(&memory).unwrap();
     plan.status = Some(fulfillment_operator::crd::FulfillmentPlanStatus { memory: Some(memory), ..Default::default() });
     plan
 }

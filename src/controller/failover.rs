@@ -1,24 +1,26 @@
-//! Failover between clusters, one step per reconcile: read each cluster's health (and whether its
-//! API server answers), decide with the pure state machine (`engine::traffic`), then — survivors
-//! first — scale the clusters that absorb traffic and set the route's weights.
+//! Failover between clusters, one evaluation per reconcile: **fetch** each cluster's workers
+//! (which also tells whether its API server answers), its health, the gates and the route →
+//! **decide** with the pure [`engine::failover::decide`] → **apply** (survivors first, then the
+//! route, then restores) → **settle** the memory with what was applied, and report.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
-use kube::runtime::events::EventType;
 use kube::{Client, ResourceExt};
 
 use super::Context;
-use super::targets::ScaleReading;
+use super::targets::TargetError;
 use crate::crd::{ClusterSpec, ClusterStatus, FulfillmentPlan, ScaleTargetRef, TrafficStatus};
-use crate::engine::traffic::{
-    ClusterPhase, TrafficDecision, TrafficEvent, TrafficMemory, TrafficPolicy, decide_traffic,
+use crate::engine::EventReason;
+use crate::engine::failover::{
+    self, Applied, ClusterReading, FailoverDecision, FailoverEvent, FailoverReadings, Settled,
 };
+use crate::engine::traffic::{TrafficMemory, TrafficPolicy};
 use crate::prometheus::PrometheusSource;
-use crate::router::{TrafficRouter, WeightedRoute};
+use crate::router::{RouterError, TrafficRouter, WeightedRoute};
+use crate::time::to_time;
 
 /// Kubeconfig Secrets are re-read this often (a changed Secret rebuilds its client).
 const KUBECONFIG_TTL: Duration = Duration::from_secs(30);
@@ -30,11 +32,265 @@ pub(crate) struct RemoteClient {
     client: Client,
 }
 
-/// What a failover step produced: the status to write and the events to publish.
+/// Clients of remote clusters, by `namespace/secret/key`.
+pub(crate) type Remotes = HashMap<String, RemoteClient>;
+
+/// Why a remote cluster's client could not be built. The kubeconfig itself is never shown.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RemoteError {
+    /// The Secret could not be read.
+    #[error("cannot read kubeconfig Secret {namespace}/{name}: {source}")]
+    Secret {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// The Secret has no such key.
+    #[error("kubeconfig Secret {namespace}/{name} has no key {key:?}: set kubeconfigSecretRef.key to one it has")]
+    NoKey { namespace: String, name: String, key: String },
+    /// The value is not a usable kubeconfig.
+    #[error("kubeconfig Secret {namespace}/{name} {problem}")]
+    Kubeconfig { namespace: String, name: String, problem: &'static str },
+    /// The client could not be built from it.
+    #[error("cannot build a client for cluster {cluster}: {source}")]
+    Client {
+        cluster: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// What one failover evaluation produced: the status to write, the events to publish and the
+/// memory to keep.
 pub(crate) struct FailoverOutcome {
     pub status: TrafficStatus,
-    pub events: Vec<(EventType, &'static str, String)>,
+    pub events: Vec<FailoverEvent>,
     pub memory: TrafficMemory,
+}
+
+/// The plan and where it lives, as the failover evaluation needs them.
+pub(crate) struct Scope<'a> {
+    pub plan: &'a FulfillmentPlan,
+    pub policy: &'a TrafficPolicy,
+    pub namespace: &'a str,
+    pub source: Option<&'a PrometheusSource>,
+}
+
+/// One failover evaluation. `act` is false when paused or not leading: decide and report,
+/// change nothing.
+pub(crate) async fn step(
+    ctx: &Context,
+    scope: &Scope<'_>,
+    memory: &TrafficMemory,
+    now: f64,
+    act: bool,
+) -> FailoverOutcome {
+    let fetched = fetch(ctx, scope).await;
+    let clusters = Clusters { ctx, scope, clients: &fetched.clients, router: fetched.router.as_ref() };
+    let actuator = act.then_some(&clusters);
+    let mut outcome = evaluate(scope.plan, scope.policy, memory, &fetched.readings, now, actuator).await;
+    outcome.events.splice(0..0, fetched.warnings);
+    outcome
+}
+
+/// Decide on what was read, carry it out through `actuator` (None: change nothing), settle the
+/// memory with what was done, and report. Everything after fetch, shared by the controller and
+/// the test that holds it to `simulate`.
+async fn evaluate(
+    plan: &FulfillmentPlan,
+    policy: &TrafficPolicy,
+    memory: &TrafficMemory,
+    readings: &FailoverReadings,
+    now: f64,
+    actuator: Option<&impl Actuator>,
+) -> FailoverOutcome {
+    let decision = failover::decide(policy, memory, readings, now);
+    let (applied, apply_warnings) = match actuator {
+        Some(actuator) => apply(actuator, policy, &decision).await,
+        None => (Applied::nothing(), Vec::new()),
+    };
+    let settled = decision.settle(policy, &applied);
+    let status = report(plan, policy, readings, &decision, &settled, &applied);
+    let events = decision.events.into_iter().chain(apply_warnings).chain(settled.events).collect();
+    FailoverOutcome { status, events, memory: settled.memory }
+}
+
+/// Where a failover decision is carried out: each cluster's workers and the route.
+pub(crate) trait Actuator: Sync {
+    /// Set cluster `cluster`'s workers to `to`.
+    fn scale(&self, cluster: usize, to: u32) -> impl Future<Output = Result<(), TargetError>> + Send;
+    /// Set the route's weights.
+    fn set_route(&self, weights: &[u32]) -> impl Future<Output = Result<(), RouterError>> + Send;
+}
+
+/// The clusters' `/scale` subresources and the route, through the clients fetch used.
+struct Clusters<'a> {
+    ctx: &'a Context,
+    scope: &'a Scope<'a>,
+    clients: &'a [Option<Client>],
+    router: Option<&'a WeightedRoute>,
+}
+
+impl Actuator for Clusters<'_> {
+    async fn scale(&self, cluster: usize, to: u32) -> Result<(), TargetError> {
+        let spec = &self.scope.plan.spec.clusters[cluster];
+        // The decision only changes clusters whose workers were read, which needs a client.
+        let Some(client) = self.clients.get(cluster).and_then(Option::as_ref) else { return Ok(()) };
+        self.ctx.targets.write(client, self.scope.namespace, &workers_ref(self.scope.plan, spec), to).await
+    }
+
+    async fn set_route(&self, weights: &[u32]) -> Result<(), RouterError> {
+        // The decision only moves a route it could read, which needs the router.
+        match self.router {
+            Some(router) => router.set_routes(weights).await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// What fetch read, and the clients and route to apply with.
+struct Fetched {
+    readings: FailoverReadings,
+    clients: Vec<Option<Client>>,
+    router: Option<WeightedRoute>,
+    warnings: Vec<FailoverEvent>,
+}
+
+fn warning(reason: EventReason, cluster: Option<&str>, note: String) -> FailoverEvent {
+    FailoverEvent { reason, cluster: cluster.map(str::to_string), note }
+}
+
+async fn fetch(ctx: &Context, scope: &Scope<'_>) -> Fetched {
+    let spec = &scope.plan.spec;
+    let mut warnings = Vec::new();
+    let mut clients = Vec::new();
+    let mut clusters = Vec::new();
+    for cluster in &spec.clusters {
+        let client = match client_for(ctx, scope.namespace, cluster).await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                warnings.push(warning(EventReason::ClusterUnreachable, Some(&cluster.name), e.to_string()));
+                None
+            }
+        };
+        let read = match &client {
+            Some(c) => Some(ctx.targets.read(c, scope.namespace, &workers_ref(scope.plan, cluster)).await),
+            None => None,
+        };
+        // A 404 is an answer: the API server is up, the target is missing.
+        let reachable = matches!(read, Some(Ok(_)) | Some(Err(TargetError::NotFound { .. })));
+        let health = match (reachable, scope.source) {
+            (true, Some(s)) => s.instant(&cluster.health.query, None).await.ok().filter(|v| v.is_finite()),
+            _ => None,
+        };
+        let workers = read.and_then(Result::ok).map(|r| r.desired);
+        clusters.push(ClusterReading { health, reachable, workers });
+        clients.push(client);
+    }
+    let mut gates = Vec::new();
+    for gate in spec.traffic.iter().flat_map(|t| &t.failback.gates) {
+        let value = match scope.source {
+            Some(s) => s.instant(&gate.query, None).await.ok().filter(|v| v.is_finite()),
+            None => None,
+        };
+        gates.push(value);
+    }
+    let router = router_for(ctx, scope);
+    let route = match &router {
+        Some(r) => r
+            .get_routes()
+            .await
+            .map_err(|e| warnings.push(warning(EventReason::RouteUnavailable, None, e.to_string())))
+            .ok(),
+        None => None,
+    };
+    Fetched { readings: FailoverReadings { clusters, gates, route }, clients, router, warnings }
+}
+
+/// Survivors first; the route only if every raise was made; then restores.
+async fn apply(
+    actuator: &impl Actuator,
+    policy: &TrafficPolicy,
+    decision: &FailoverDecision,
+) -> (Applied, Vec<FailoverEvent>) {
+    let mut applied = Applied::nothing();
+    let mut warnings = Vec::new();
+    let name = |cluster: usize| policy.clusters[cluster].name.as_str();
+    for raise in &decision.raises {
+        match actuator.scale(raise.cluster, raise.to).await {
+            Ok(()) => applied.raised.push(raise.cluster),
+            Err(e) => warnings.push(warning(
+                EventReason::SurvivorsNotScaled,
+                Some(name(raise.cluster)),
+                format!("cluster {}: {e}; traffic not moved", name(raise.cluster)),
+            )),
+        }
+    }
+    if decision.route_from.is_some() && applied.raised.len() == decision.raises.len() {
+        match actuator.set_route(&decision.weights).await {
+            Ok(()) => applied.route = true,
+            Err(e) => warnings.push(warning(EventReason::TrafficNotShifted, None, e.to_string())),
+        }
+    }
+    for restore in &decision.restores {
+        match actuator.scale(restore.cluster, restore.to).await {
+            Ok(()) => applied.restored.push(restore.cluster),
+            Err(e) => warnings.push(warning(
+                EventReason::SurvivorsNotRestored,
+                Some(name(restore.cluster)),
+                format!("cluster {}: {e}", name(restore.cluster)),
+            )),
+        }
+    }
+    (applied, warnings)
+}
+
+/// The traffic status: what was read, decided and applied, per cluster.
+fn report(
+    plan: &FulfillmentPlan,
+    policy: &TrafficPolicy,
+    readings: &FailoverReadings,
+    decision: &FailoverDecision,
+    settled: &Settled,
+    applied: &Applied,
+) -> TrafficStatus {
+    let clusters = plan
+        .spec
+        .clusters
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let phase = decision.phases.get(i).copied().unwrap_or_default();
+            let reading = readings.clusters.get(i).copied().unwrap_or_default();
+            let changed = decision
+                .raises
+                .iter()
+                .filter(|r| applied.raised.contains(&r.cluster))
+                .chain(decision.restores.iter().filter(|r| applied.restored.contains(&r.cluster)))
+                .find(|r| r.cluster == i);
+            ClusterStatus {
+                name: c.name.clone(),
+                phase: phase.kind(),
+                failback_percent: phase.failback_percent(policy).map(|p| p as i32),
+                since: phase.since().and_then(to_time),
+                health: reading.health,
+                threshold: c.health.threshold,
+                reachable: reading.reachable,
+                weight: decision.weights.get(i).copied().unwrap_or(0) as i32,
+                route_weight: readings.route.as_ref().and_then(|w| w.get(i)).map(|w| *w as i32),
+                workers: changed.map(|r| r.to).or(reading.workers).map(|w| w as i32),
+                prescaled_from: settled.memory.raised_from().get(i).copied().flatten().map(|v| v as i32),
+            }
+        })
+        .collect();
+    TrafficStatus {
+        clusters,
+        all_healthy_since: settled.memory.all_healthy_since().and_then(to_time),
+        memory: super::memory::traffic_to_status(&settled.memory)
+            .inspect_err(|e| tracing::warn!(error = %e, "failover memory not kept in status"))
+            .ok(),
+    }
 }
 
 fn workers_ref(plan: &FulfillmentPlan, cluster: &ClusterSpec) -> ScaleTargetRef {
@@ -45,9 +301,24 @@ fn workers_ref(plan: &FulfillmentPlan, cluster: &ClusterSpec) -> ScaleTargetRef 
     target
 }
 
+fn router_for(ctx: &Context, scope: &Scope<'_>) -> Option<WeightedRoute> {
+    let spec = &scope.plan.spec;
+    let traffic = spec.traffic.as_ref()?;
+    let backends: Vec<String> = spec.clusters.iter().map(|c| c.backend.clone()).collect();
+    let client = ctx.client.clone();
+    Some(match (&traffic.router.http_route, &traffic.router.virtual_service) {
+        (Some(r), _) => WeightedRoute::http_route(client, scope.namespace, &r.name, r.index.max(0) as usize, backends),
+        (None, Some(r)) => {
+            WeightedRoute::virtual_service(client, scope.namespace, &r.name, r.index.max(0) as usize, backends)
+        }
+        // Validation requires exactly one; an unvalidated spec reads an empty route and moves nothing.
+        (None, None) => WeightedRoute::http_route(client, scope.namespace, "", 0, backends),
+    })
+}
+
 /// The client for a cluster: this one's, or one built from its kubeconfig Secret (cached, rebuilt
 /// when the Secret changes). The kubeconfig is never logged.
-async fn client_for(ctx: &Context, namespace: &str, cluster: &ClusterSpec) -> Result<Client, String> {
+async fn client_for(ctx: &Context, namespace: &str, cluster: &ClusterSpec) -> Result<Client, RemoteError> {
     let Some(secret_ref) = &cluster.kubeconfig_secret_ref else { return Ok(ctx.client.clone()) };
     let key = format!("{namespace}/{}/{}", secret_ref.name, secret_ref.key);
     if let Some(remote) = ctx.remotes.lock().await.get(&key)
@@ -55,11 +326,13 @@ async fn client_for(ctx: &Context, namespace: &str, cluster: &ClusterSpec) -> Re
     {
         return Ok(remote.client.clone());
     }
+    let name = secret_ref.name.clone();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let secret = secrets
-        .get(&secret_ref.name)
-        .await
-        .map_err(|e| format!("cannot read kubeconfig Secret {namespace}/{}: {e}", secret_ref.name))?;
+    let secret = secrets.get(&name).await.map_err(|source| RemoteError::Secret {
+        namespace: namespace.into(),
+        name: name.clone(),
+        source,
+    })?;
     let version = secret.resource_version().unwrap_or_default();
     if let Some(remote) = ctx.remotes.lock().await.get_mut(&key)
         && remote.version == version
@@ -67,361 +340,123 @@ async fn client_for(ctx: &Context, namespace: &str, cluster: &ClusterSpec) -> Re
         remote.read_at = Instant::now();
         return Ok(remote.client.clone());
     }
-    let bytes = secret
-        .data
-        .and_then(|mut d| d.remove(&secret_ref.key))
-        .ok_or_else(|| format!("kubeconfig Secret {namespace}/{} has no key {:?}", secret_ref.name, secret_ref.key))?;
-    let text = String::from_utf8(bytes.0)
-        .map_err(|_| format!("kubeconfig Secret {namespace}/{} is not text", secret_ref.name))?;
-    let kubeconfig = kube::config::Kubeconfig::from_yaml(&text)
-        .map_err(|_| format!("kubeconfig Secret {namespace}/{} does not hold a kubeconfig", secret_ref.name))?;
+    let problem = |problem| RemoteError::Kubeconfig { namespace: namespace.into(), name: name.clone(), problem };
+    let bytes = secret.data.and_then(|mut d| d.remove(&secret_ref.key)).ok_or_else(|| RemoteError::NoKey {
+        namespace: namespace.into(),
+        name: name.clone(),
+        key: secret_ref.key.clone(),
+    })?;
+    let text = String::from_utf8(bytes.0).map_err(|_| problem("is not text"))?;
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(&text).map_err(|_| problem("does not hold a kubeconfig"))?;
     let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
-        .map_err(|_| format!("kubeconfig Secret {namespace}/{} has no usable context", secret_ref.name))?;
+        .map_err(|_| problem("has no usable context"))?;
     // An unreachable cluster must show quickly, not after a default 30 s connect timeout.
     config.connect_timeout = Some(Duration::from_secs(2));
     config.read_timeout = Some(Duration::from_secs(5));
     let client =
-        Client::try_from(config).map_err(|e| format!("cannot build a client for cluster {}: {e}", cluster.name))?;
+        Client::try_from(config).map_err(|source| RemoteError::Client { cluster: cluster.name.clone(), source })?;
     ctx.remotes.lock().await.insert(key, RemoteClient { version, read_at: Instant::now(), client: client.clone() });
     Ok(client)
 }
 
-fn phase_text(phase: ClusterPhase) -> &'static str {
-    match phase {
-        ClusterPhase::Healthy => "Healthy",
-        ClusterPhase::Failed { .. } => "Failed",
-        ClusterPhase::FailingBack { .. } => "FailingBack",
-    }
-}
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
 
-fn list(weights: &[u32], names: &[&str]) -> String {
-    names.iter().zip(weights).map(|(n, w)| format!("{n} {w}%")).collect::<Vec<_>>().join(", ")
-}
+    use super::*;
+    use crate::engine::traffic::normal_weights;
+    use crate::plan::CompiledPlan;
+    use crate::simulate::{self, ReplayOptions, Trace};
 
-/// One failover step for `plan`. `act` is false when paused or not leading: decide and report,
-/// change nothing.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn step(
-    ctx: &Context,
-    plan: &FulfillmentPlan,
-    policy: &TrafficPolicy,
-    mut memory: TrafficMemory,
-    source: Option<&PrometheusSource>,
-    namespace: &str,
-    now: f64,
-    act: bool,
-) -> FailoverOutcome {
-    let spec = &plan.spec;
-    let names: Vec<&str> = spec.clusters.iter().map(|c| c.name.as_str()).collect();
-    let mut events = Vec::new();
+    /// Clusters and a route held in memory, changed as the controller's apply changes them.
+    struct World {
+        workers: Mutex<Vec<u32>>,
+        route: Mutex<Vec<u32>>,
+    }
 
-    // Fetch: each cluster's workers (which also tells whether its API server answers) and health.
-    let mut clients = Vec::new();
-    let mut workers: Vec<Option<ScaleReading>> = Vec::new();
-    let mut reachable = Vec::new();
-    for cluster in &spec.clusters {
-        let client = client_for(ctx, namespace, cluster).await;
-        let reading = match &client {
-            Ok(c) => ctx.targets.read(c, namespace, &workers_ref(plan, cluster)).await,
-            Err(e) => {
-                events.push((EventType::Warning, "ClusterUnreachable", e.clone()));
-                Err(super::targets::TargetError::UnknownKind {
-                    api_version: String::new(),
-                    kind: String::new(),
-                    detail: e.clone(),
-                })
-            }
-        };
-        let up = match &reading {
-            Ok(_) => true,
-            Err(e) => e.is_missing() && client.is_ok() && matches!(e, super::targets::TargetError::NotFound { .. }),
-        };
-        reachable.push(up);
-        workers.push(reading.ok());
-        clients.push(client.ok());
-    }
-    let mut health = Vec::new();
-    for (cluster, up) in spec.clusters.iter().zip(&reachable) {
-        let value = match (up, source) {
-            (true, Some(s)) => s.instant(&cluster.health.query, None).await.ok().filter(|v| v.is_finite()),
-            _ => None,
-        };
-        health.push(value);
-    }
-    let gates: Vec<Option<f64>> = match (&spec.traffic, source) {
-        (Some(t), Some(s)) => {
-            let mut out = Vec::new();
-            for g in &t.failback.gates {
-                out.push(s.instant(&g.query, None).await.ok().filter(|v| v.is_finite()));
-            }
-            out
+    impl Actuator for World {
+        async fn scale(&self, cluster: usize, to: u32) -> Result<(), TargetError> {
+            self.workers.lock().unwrap()[cluster] = to;
+            Ok(())
         }
-        _ => Vec::new(),
-    };
 
-    // Workers raised by an earlier failover, to be restored after it.
-    let previous = plan.status.as_ref().and_then(|s| s.traffic.as_ref());
-    let mut prescaled_from: Vec<Option<u32>> = spec
-        .clusters
-        .iter()
-        .map(|c| {
-            previous
-                .and_then(|t| t.clusters.iter().find(|p| p.name == c.name))
-                .and_then(|p| p.prescaled_from)
-                .map(|v| v.max(0) as u32)
-        })
-        .collect();
-    let mut all_healthy_since = previous.and_then(|t| t.all_healthy_since.clone());
+        async fn set_route(&self, weights: &[u32]) -> Result<(), RouterError> {
+            *self.route.lock().unwrap() = weights.to_vec();
+            Ok(())
+        }
+    }
 
-    // Decide.
-    let decision: TrafficDecision = decide_traffic(policy, &mut memory, &health, &gates, now);
-    for e in &decision.events {
-        let (kind, reason, note) = match e {
-            TrafficEvent::FailoverStarted(c) => {
-                let i = names.iter().position(|n| n == c).unwrap_or(0);
-                let cluster = &spec.clusters[i];
-                let why = match health[i] {
-                    Some(v) => {
-                        format!("health {v:.3} above {} for {}", cluster.health.threshold, cluster.health.breach_for)
+    /// One scenario — a plan from `examples/` and its trace — through `simulate` and through the
+    /// controller's path after fetch (decide → apply through an actuator → settle → status), with
+    /// the memory written to status and read back at every evaluation as a restart would: the
+    /// same weights, phases, events and workers at every step.
+    #[tokio::test]
+    async fn simulate_and_the_controller_take_the_same_failover_decisions() {
+        for (plan_path, trace_path) in [
+            ("examples/failover-two-region-plan.yaml", "examples/traces/failover-two-region.csv"),
+            ("examples/failover-three-region-plan.yaml", "examples/traces/failover-three-region.csv"),
+        ] {
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+            let plan = crate::plan::load(&root.join(plan_path)).unwrap();
+            let compiled = CompiledPlan::new(&plan);
+            let policy = compiled.traffic().expect("a failover plan");
+            let file = std::fs::File::open(root.join(trace_path)).unwrap();
+            let trace = Trace::from_csv(std::io::BufReader::new(file), &compiled.policy).unwrap();
+            let initial =
+                crate::engine::Replicas { brokers: compiled.policy.brokers.min, workers: compiled.policy.workers.min };
+            let replay = simulate::replay(
+                "plan",
+                &compiled.policy,
+                &compiled.policy,
+                &trace,
+                ReplayOptions { initial, feedback: true },
+            );
+
+            let world = World {
+                workers: Mutex::new(vec![initial.workers; policy.clusters.len()]),
+                route: Mutex::new(normal_weights(policy)),
+            };
+            let mut status = crate::crd::FulfillmentPlanStatus::default();
+            let mut moves = 0;
+            for step in &replay.steps {
+                let simulated = step.traffic.as_ref().unwrap();
+                // The local cluster's workers are the scaling engine's, as the controller reads them.
+                for (c, cluster) in policy.clusters.iter().enumerate() {
+                    if cluster.local {
+                        world.workers.lock().unwrap()[c] = step.decision.desired.workers;
                     }
-                    None => format!("no health answer (API server or query) for {}", cluster.unreachable_after),
+                }
+                // What fetch would have read from this world and the trace's Prometheus values.
+                let row = trace.row_at(step.t);
+                let workers = world.workers.lock().unwrap().clone();
+                let readings = FailoverReadings {
+                    clusters: (0..policy.clusters.len())
+                        .map(|c| ClusterReading { health: row.health[c], reachable: true, workers: Some(workers[c]) })
+                        .collect(),
+                    gates: row.gates.clone(),
+                    route: Some(world.route.lock().unwrap().clone()),
                 };
-                events.push((EventType::Warning, "ClusterUnhealthy", format!("Cluster {c}: {why}.")));
-                (
-                    EventType::Normal,
-                    "FailoverStarted",
-                    format!(
-                        "Cluster {c} failed ({why}); moving {}% of its traffic to the healthy clusters: {}.",
-                        spec.traffic.as_ref().map(|t| t.failover.shift_percent).unwrap_or(0),
-                        list(&decision.weights, &names)
-                    ),
-                )
-            }
-            TrafficEvent::ClusterRecovered(c) => (
-                EventType::Normal,
-                "ClusterRecovered",
-                format!(
-                    "Cluster {c} has been healthy for the {} hold-down; failing back step by step.",
-                    spec.traffic.as_ref().map(|t| t.failback.hold_down.to_string()).unwrap_or_default()
-                ),
-            ),
-            TrafficEvent::FailbackStep(c) => (
-                EventType::Normal,
-                "FailbackStep",
-                format!("Cluster {c} failing back: {}.", list(&decision.weights, &names)),
-            ),
-            TrafficEvent::FailbackRolledBack(c) => {
-                let failing: Vec<String> = spec
-                    .traffic
-                    .iter()
-                    .flat_map(|t| t.failback.gates.iter())
-                    .zip(&gates)
-                    .filter(|(g, v)| v.is_none_or(|v| v > g.max))
-                    .map(|(g, v)| match v {
-                        Some(v) => format!("{} {v:.4} above {}", g.name, g.max),
-                        None => format!("{} has no data", g.name),
-                    })
-                    .collect();
-                (
-                    EventType::Warning,
-                    "FailbackRolledBack",
-                    format!("Cluster {c} back one failback step: gate {}.", failing.join(", ")),
-                )
-            }
-            TrafficEvent::FailbackCompleted(c) => (
-                EventType::Normal,
-                "FailbackCompleted",
-                format!("Cluster {c} is back at its full share: {}.", list(&decision.weights, &names)),
-            ),
-            TrafficEvent::AllClustersUnhealthy => (
-                EventType::Warning,
-                "AllClustersUnhealthy",
-                format!(
-                    "No cluster is healthy; the route keeps its weights ({}) rather than sending traffic nowhere.",
-                    list(&decision.weights, &names)
-                ),
-            ),
-        };
-        events.push((kind, reason, note));
-    }
+                let memory =
+                    crate::controller::memory::traffic_from_status(Some(&status), policy).unwrap().unwrap_or_default();
+                let outcome = evaluate(&plan, policy, &memory, &readings, step.t, Some(&world)).await;
+                status.traffic = Some(outcome.status.clone());
 
-    // Apply: survivors first, then the route.
-    let router = spec.traffic.as_ref().map(|t| {
-        let backends: Vec<String> = spec.clusters.iter().map(|c| c.backend.clone()).collect();
-        match (&t.router.http_route, &t.router.virtual_service) {
-            (Some(r), _) => {
-                WeightedRoute::http_route(ctx.client.clone(), namespace, &r.name, r.index.max(0) as usize, backends)
+                let at = format!("{plan_path} t={}", step.t);
+                let weights: Vec<u32> = outcome.status.clusters.iter().map(|c| c.weight as u32).collect();
+                assert_eq!(weights, simulated.weights, "{at}");
+                let phases: Vec<_> = outcome.status.clusters.iter().map(|c| c.phase).collect();
+                assert_eq!(phases, simulated.phases, "{at}");
+                let percents: Vec<_> =
+                    outcome.status.clusters.iter().map(|c| c.failback_percent.map(f64::from)).collect();
+                assert_eq!(percents, simulated.failback_percent, "{at}");
+                assert_eq!(outcome.events, simulated.events, "{at}");
+                assert_eq!(*world.workers.lock().unwrap(), simulated.survivors, "{at}");
+                assert_eq!(*world.route.lock().unwrap(), simulated.weights, "{at}: the route follows");
+                moves += simulated.events.iter().filter(|e| e.reason == EventReason::SurvivorsScaled).count();
+                moves += simulated.events.iter().filter(|e| e.reason == EventReason::SurvivorsRestored).count();
             }
-            (None, Some(r)) => WeightedRoute::virtual_service(
-                ctx.client.clone(),
-                namespace,
-                &r.name,
-                r.index.max(0) as usize,
-                backends,
-            ),
-            (None, None) => WeightedRoute::http_route(ctx.client.clone(), namespace, "", 0, backends),
-        }
-    });
-    let route_weights = match &router {
-        Some(r) => {
-            r.get_routes().await.map_err(|e| events.push((EventType::Warning, "RouteUnavailable", e.to_string()))).ok()
-        }
-        None => None,
-    };
-    if act
-        && let (Some(router), Some(current)) = (&router, &route_weights)
-        && *current != decision.weights
-    {
-        let prescale = spec.traffic.as_ref().is_some_and(|t| t.failover.prescale_survivors);
-        let mut scaled = Vec::new();
-        let mut blocked = false;
-        if prescale {
-            for (i, cluster) in spec.clusters.iter().enumerate() {
-                let (Some(client), Some(reading)) = (&clients[i], workers[i]) else { continue };
-                let factor = decision.absorb[i];
-                if factor <= 1.0 + 1e-9 {
-                    continue;
-                }
-                // Relative to the workers it had before this failover, so successive weight changes
-                // during failback do not compound.
-                let base = prescaled_from[i].unwrap_or(reading.desired);
-                let max = spec.workloads.workers.max_replicas.max(1) as u32;
-                let want = ((f64::from(base) * factor - 1e-9).ceil() as u32).min(max);
-                if want > reading.desired {
-                    match ctx.targets.write(client, namespace, &workers_ref(plan, cluster), want).await {
-                        Ok(()) => {
-                            prescaled_from[i].get_or_insert(reading.desired);
-                            scaled.push(format!("{} {}→{}", cluster.name, reading.desired, want));
-                            workers[i] = Some(ScaleReading { desired: want, ..reading });
-                        }
-                        Err(e) => {
-                            events.push((
-                                EventType::Warning,
-                                "SurvivorsNotScaled",
-                                format!("cluster {}: {e}; traffic not moved", cluster.name),
-                            ));
-                            blocked = true;
-                        }
-                    }
-                }
-            }
-            if !scaled.is_empty() {
-                events.push((
-                    EventType::Normal,
-                    "SurvivorsScaled",
-                    format!("Workers raised for the traffic they absorb, before it moves: {}.", scaled.join(", ")),
-                ));
-            }
-        }
-        if !blocked {
-            match router.set_routes(&decision.weights).await {
-                Ok(()) => events.push((
-                    EventType::Normal,
-                    "TrafficShifted",
-                    format!("Route weights {} → {}.", list(current, &names), list(&decision.weights, &names)),
-                )),
-                Err(e) => events.push((EventType::Warning, "TrafficNotShifted", e.to_string())),
-            }
+            assert!(moves >= 2, "{plan_path}: the scenario raises and restores survivors ({moves} moves)");
         }
     }
-
-    // After failback, survivors' raised workers come back down once every cluster has been
-    // healthy for the scale-down stabilization window. The local cluster's workers are left to
-    // the plan's own scoring.
-    let all_healthy = decision.phases.iter().all(|p| *p == ClusterPhase::Healthy);
-    if !all_healthy {
-        all_healthy_since = None;
-    } else if prescaled_from.iter().any(Option::is_some) {
-        let since = all_healthy_since
-            .get_or_insert_with(|| Time(jiff::Timestamp::from_millisecond((now * 1000.0) as i64).unwrap_or_default()));
-        let waited = now - since.0.as_millisecond() as f64 / 1000.0;
-        tracing::debug!(waited, act, "survivors raised by failover: waiting to restore");
-        if act && waited >= plan.spec.scaling.scale_down.stabilization_window.as_secs_f64() {
-            let mut restored = Vec::new();
-            for (i, cluster) in spec.clusters.iter().enumerate() {
-                let Some(original) = prescaled_from[i] else { continue };
-                if cluster.kubeconfig_secret_ref.is_none() {
-                    prescaled_from[i] = None;
-                    continue;
-                }
-                let (Some(client), Some(reading)) = (&clients[i], workers[i]) else { continue };
-                let target = original.max(spec.workloads.workers.min_replicas.max(1) as u32);
-                if reading.desired > target {
-                    match ctx.targets.write(client, namespace, &workers_ref(plan, cluster), target).await {
-                        Ok(()) => {
-                            restored.push(format!("{} {}→{}", cluster.name, reading.desired, target));
-                            workers[i] = Some(ScaleReading { desired: target, ..reading });
-                            prescaled_from[i] = None;
-                        }
-                        Err(e) => events.push((
-                            EventType::Warning,
-                            "SurvivorsNotRestored",
-                            format!("cluster {}: {e}", cluster.name),
-                        )),
-                    }
-                } else {
-                    prescaled_from[i] = None;
-                }
-            }
-            if !restored.is_empty() {
-                events.push((
-                    EventType::Normal,
-                    "SurvivorsRestored",
-                    format!(
-                        "Every cluster healthy for the scale-down stabilization window; workers restored: {}.",
-                        restored.join(", ")
-                    ),
-                ));
-            }
-        }
-    }
-    if prescaled_from.iter().all(Option::is_none) {
-        all_healthy_since = None;
-    }
-
-    let status = TrafficStatus {
-        all_healthy_since,
-        clusters: spec
-            .clusters
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let phase = decision.phases.get(i).copied().unwrap_or(ClusterPhase::Healthy);
-                let (since, percent) = match phase {
-                    ClusterPhase::Healthy => (None, None),
-                    ClusterPhase::Failed { since } => (Some(since), None),
-                    ClusterPhase::FailingBack { step, at } => (Some(at), policy.steps.get(step).map(|p| *p as i32)),
-                };
-                ClusterStatus {
-                    name: c.name.clone(),
-                    phase: phase_text(phase).to_string(),
-                    failback_percent: percent,
-                    since: since.and_then(|s| jiff::Timestamp::from_millisecond((s * 1000.0) as i64).ok()).map(Time),
-                    health: health[i],
-                    threshold: c.health.threshold,
-                    reachable: reachable[i],
-                    weight: decision.weights.get(i).copied().unwrap_or(0) as i32,
-                    route_weight: route_weights.as_ref().and_then(|w| w.get(i)).map(|w| *w as i32),
-                    workers: workers[i].map(|r| r.desired as i32),
-                    prescaled_from: prescaled_from[i].map(|v| v as i32),
-                }
-            })
-            .collect(),
-        memory: serde_json::to_value(&memory).ok(),
-    };
-    FailoverOutcome { status, events, memory }
 }
-
-/// Per-plan failover memory: this process's, or the one kept in status.
-pub(crate) fn memory_from_status(plan: &FulfillmentPlan) -> TrafficMemory {
-    plan.status
-        .as_ref()
-        .and_then(|s| s.traffic.as_ref())
-        .and_then(|t| t.memory.clone())
-        .and_then(|m| serde_json::from_value(m).ok())
-        .unwrap_or_default()
-}
-
-/// Map for remote clients, kept in the context.
-pub(crate) type Remotes = HashMap<String, RemoteClient>;

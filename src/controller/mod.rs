@@ -7,6 +7,7 @@
 //! interval; a spec change reconciles at once; status writes do not retrigger.
 
 mod failover;
+pub mod memory;
 mod reconcile;
 pub mod status;
 pub mod targets;
@@ -21,14 +22,17 @@ use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::{Mutex, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::crd::FulfillmentPlan;
-use crate::engine::Memory;
+use crate::crd::{FulfillmentPlan, PrometheusConnection};
+use crate::engine::traffic::TrafficMemory;
+use crate::engine::{EventReason, Memory};
 use crate::leader::{self, ElectionConfig, Leadership};
+use crate::plan::CompiledPlan;
 use crate::prometheus::PrometheusSource;
 use crate::telemetry::{ErrorLabels, Health, Metrics};
 
@@ -69,11 +73,7 @@ pub enum Error {
 impl Error {
     /// Short label for the failure counter.
     pub fn metric_label(&self) -> String {
-        let api = match self {
-            Error::ReadTarget(e) | Error::Scale(e) => e.api_error(),
-            Error::Status(e) => Some(e),
-        };
-        let code = match api {
+        let code = match self.api_error() {
             Some(kube::Error::Api(s)) if s.code == 409 => "_conflict",
             Some(kube::Error::Api(s)) if s.code >= 500 => "_server_error",
             Some(_) => "_api",
@@ -87,29 +87,99 @@ impl Error {
         format!("{kind}{code}")
     }
 
+    fn api_error(&self) -> Option<&kube::Error> {
+        match self {
+            Error::ReadTarget(e) | Error::Scale(e) => e.api_error(),
+            Error::Status(e) => Some(e),
+        }
+    }
+
     fn is_conflict(&self) -> bool {
-        self.metric_label().ends_with("_conflict")
+        matches!(self.api_error(), Some(kube::Error::Api(s)) if s.code == 409)
     }
 }
 
 /// Per-plan state kept in this process only.
 #[derive(Default)]
 pub(crate) struct PlanState {
+    /// The plan compiled from the generation that last passed validation.
+    pub compiled: Option<Arc<CompiledPlan>>,
     /// Engine memory; None until seeded from status (first reconcile of this leadership term).
     pub memory: Option<Memory>,
-    /// Prometheus connection, the fingerprint of the settings it was built from, and when the
-    /// Secrets behind it were read.
-    pub source: Option<(String, PrometheusSource, Instant)>,
+    /// Failover memory; None until seeded from status.
+    pub traffic: Option<TrafficMemory>,
+    /// Prometheus connection, the settings it was built from, and when the Secrets behind it
+    /// were read.
+    pub source: Option<(PrometheusConnection, PrometheusSource, Instant)>,
     /// Consecutive failed reconciles, for backoff.
     pub failures: u32,
     /// Consecutive evaluations with a failed Prometheus query, for backoff.
     pub query_failures: u32,
-    /// Failover memory; None until seeded from status.
-    pub traffic: Option<crate::engine::traffic::TrafficMemory>,
-    /// The generation that last passed validation.
-    pub valid_generation: Option<i64>,
     /// Last emission per event reason: (situation fingerprint, when), to rate-limit.
-    pub last_events: HashMap<&'static str, (String, Instant)>,
+    pub last_events: HashMap<EventReason, (String, Instant)>,
+}
+
+/// Every plan's [`PlanState`], by the plan's reference. A reconcile checks its plan's state out
+/// once ([`Plans::checkout`]) and the guard puts it back when the reconcile ends, so no lock is
+/// held across an await and none is taken step by step. The controller never reconciles one
+/// plan twice at once, so a checked-out state has no other user.
+#[derive(Default)]
+pub(crate) struct Plans(std::sync::Mutex<HashMap<ObjectRef<FulfillmentPlan>, PlanState>>);
+
+impl Plans {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<FulfillmentPlan>, PlanState>> {
+        // A panic while holding this lock cannot leave a map half-changed: recover the data.
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Take `plan`'s state (a fresh one the first time) until the guard is dropped.
+    pub fn checkout(&self, plan: ObjectRef<FulfillmentPlan>) -> StateGuard<'_> {
+        let state = self.lock().remove(&plan).unwrap_or_default();
+        StateGuard { plans: self, plan: Some(plan), state }
+    }
+
+    /// Change `plan`'s state in place (error_policy, after the reconcile put it back).
+    pub fn update<T>(&self, plan: &ObjectRef<FulfillmentPlan>, change: impl FnOnce(&mut PlanState) -> T) -> T {
+        change(self.lock().entry(plan.clone()).or_default())
+    }
+
+    /// Keep only the plans `live` says exist; returns the ones dropped.
+    pub fn retain(&self, live: impl Fn(&ObjectRef<FulfillmentPlan>) -> bool) -> Vec<ObjectRef<FulfillmentPlan>> {
+        let mut plans = self.lock();
+        let gone: Vec<_> = plans.keys().filter(|k| !live(k)).cloned().collect();
+        for key in &gone {
+            plans.remove(key);
+        }
+        gone
+    }
+}
+
+/// A plan's state, checked out for one reconcile; put back on drop.
+pub(crate) struct StateGuard<'a> {
+    plans: &'a Plans,
+    plan: Option<ObjectRef<FulfillmentPlan>>,
+    state: PlanState,
+}
+
+impl std::ops::Deref for StateGuard<'_> {
+    type Target = PlanState;
+    fn deref(&self) -> &PlanState {
+        &self.state
+    }
+}
+
+impl std::ops::DerefMut for StateGuard<'_> {
+    fn deref_mut(&mut self) -> &mut PlanState {
+        &mut self.state
+    }
+}
+
+impl Drop for StateGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(plan) = self.plan.take() {
+            self.plans.lock().insert(plan, std::mem::take(&mut self.state));
+        }
+    }
 }
 
 /// Everything a reconcile needs, shared behind `Arc`.
@@ -122,8 +192,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Scale targets, with the discovery cache.
     pub targets: targets::Targets,
-    /// Per-plan state kept in this process, by `namespace/name`.
-    pub(crate) plans: Mutex<HashMap<String, PlanState>>,
+    /// Per-plan state kept in this process, checked out by each reconcile.
+    pub(crate) plans: Plans,
     /// Prometheus clients shared by plans with the same connection settings (by their hash).
     pub(crate) sources: Mutex<HashMap<u64, PrometheusSource>>,
     /// Clients of remote clusters, built from kubeconfig Secrets (by namespace/secret/key).
@@ -151,7 +221,7 @@ impl Context {
             client,
             metrics,
             targets: targets::Targets::default(),
-            plans: Mutex::new(HashMap::new()),
+            plans: Plans::default(),
             sources: Mutex::new(HashMap::new()),
             remotes: Mutex::new(HashMap::new()),
             leadership,
@@ -169,15 +239,10 @@ impl Context {
 /// exponentially per plan (1 s doubling to 5 min).
 fn error_policy(plan: Arc<FulfillmentPlan>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconcile_failures.get_or_create(&ErrorLabels { error: error.metric_label() }).inc();
-    let key = format!("{}/{}", plan.namespace().unwrap_or_default(), plan.name_any());
-    let failures = match ctx.plans.try_lock() {
-        Ok(mut plans) => {
-            let state = plans.entry(key).or_default();
-            state.failures = state.failures.saturating_add(1);
-            state.failures
-        }
-        Err(_) => 1,
-    };
+    let failures = ctx.plans.update(&ObjectRef::from_obj(&*plan), |state| {
+        state.failures = state.failures.saturating_add(1);
+        state.failures
+    });
     tracing::warn!(plan = %plan.name_any(), error = %crate::prometheus::error_chain(error), failures, "reconcile failed");
     if error.is_conflict() {
         Action::requeue(Duration::from_millis(200 * u64::from(failures.min(10))))
@@ -316,19 +381,11 @@ async fn controllers(config: &RunConfig, ctx: Arc<Context>, term: CancellationTo
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(300)).await;
-                let live: std::collections::HashSet<String> = stores
-                    .iter()
-                    .flat_map(|s| s.state())
-                    .map(|p| format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()))
-                    .collect();
-                let mut plans = ctx.plans.lock().await;
-                plans.retain(|key, _| {
-                    let keep = live.contains(key);
-                    if !keep && let Some((ns, name)) = key.split_once('/') {
-                        ctx.metrics.forget_plan(ns, name);
-                    }
-                    keep
-                });
+                let live: std::collections::HashSet<ObjectRef<FulfillmentPlan>> =
+                    stores.iter().flat_map(|s| s.state()).map(|p| ObjectRef::from_obj(&*p)).collect();
+                for gone in ctx.plans.retain(|plan| live.contains(plan)) {
+                    ctx.metrics.forget_plan(gone.namespace.as_deref().unwrap_or_default(), &gone.name);
+                }
             }
         })
     };

@@ -8,67 +8,122 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tracing::instrument;
 
 use super::status::{self, Outcome, Reason};
 use super::targets::{ScaleReading, TargetError};
-use super::{Context, Error, PlanState, failover};
-use crate::crd::{FIELD_MANAGER, FulfillmentPlan, PrometheusConnection};
-use crate::engine::traffic::TrafficPolicy;
-use crate::engine::{self, Action as Decided, Decision, Memory, Missing, Policy, Reading, Replicas};
-use crate::plan::{self, PlanError};
-use crate::prometheus::{PrometheusConfig, PrometheusSource};
+use super::{Context, Error, PlanState, failover, memory};
+use crate::crd::{FIELD_MANAGER, FulfillmentPlan};
+use crate::engine::{self, Action as Decided, Decision, EventReason, Memory, Missing, Reading, Replicas};
+use crate::plan::{self, CompiledPlan, PlanError, Query, QueryRole};
+use crate::prometheus::{PrometheusConfig, PrometheusSource, value_at};
 use crate::telemetry::{ActionLabels, ErrorLabels, PlanLabels, WorkloadLabels};
+use crate::time::unix_secs;
 
 /// Secrets behind a Prometheus connection are re-read this often.
 const SECRET_TTL: Duration = Duration::from_secs(60);
 /// The same warning is repeated at most this often while its situation lasts.
 const EVENT_REPEAT: Duration = Duration::from_secs(300);
 
-fn unix_secs(t: jiff::Timestamp) -> f64 {
-    t.as_millisecond() as f64 / 1000.0
-}
-
-/// Reconcile one plan.
+/// Reconcile one plan: validate (once per generation) → fetch targets and metrics → decide and
+/// apply scaling → fail over → write status → report.
 #[instrument(skip_all, fields(namespace = %plan.namespace().unwrap_or_default(), plan = %plan.name_any()))]
 pub async fn reconcile(plan: Arc<FulfillmentPlan>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile_timer();
-    let namespace = plan.namespace().unwrap_or_default();
-    let name = plan.name_any();
-    let key = format!("{namespace}/{name}");
-    let generation = plan.metadata.generation;
+    let mut state = ctx.plans.checkout(ObjectRef::from_obj(&*plan));
     let now = (ctx.clock)();
-
-    // Validate: an invalid plan is reported and never acted on; it waits for a change. A spec
-    // that passed is not checked again until its generation changes (compiling the CEL rules is
-    // most of a reconcile's CPU).
-    let validated = ctx
-        .plans
-        .lock()
-        .await
-        .get(&key)
-        .is_some_and(|s| s.valid_generation.is_some() && s.valid_generation == generation);
-    let verdict = if validated { Ok(()) } else { plan::validate(&plan) };
-    if verdict.is_ok() && !validated {
-        ctx.plans.lock().await.entry(key.clone()).or_default().valid_generation = generation;
-    }
-    if let Err(PlanError::Invalid(violations)) = verdict {
-        let message = violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
-        write_status(&ctx, &plan, &Outcome::Invalid { message: message.clone() }, now).await?;
-        emit_limited(&ctx, &plan, &key, EventType::Warning, "InvalidPlan", &format!("{generation:?}"), &message).await;
-        ctx.plans.lock().await.entry(key).or_default().failures = 0;
+    let Some(compiled) = compile(&ctx, &plan, &mut state, now).await? else {
         return Ok(Action::await_change());
-    }
-    let policy = Policy::from_spec(&plan.spec);
-    let interval = Duration::from_secs_f64(policy.interval_secs);
+    };
+    let Some((brokers, workers)) = read_targets(&ctx, &plan, &mut state, now).await? else {
+        let interval = Duration::from_secs_f64(compiled.policy.interval_secs);
+        return Ok(Action::requeue((interval * 4).clamp(Duration::from_secs(5), Duration::from_secs(60))));
+    };
+    let readings = read_metrics(&ctx, &plan, &compiled, &mut state).await;
+    let scaling = scale(&ctx, &plan, &compiled, &mut state, &readings, (brokers, workers), now).await;
+    let failover = fail_over(&ctx, &plan, &compiled, &mut state, unix_secs(now)).await;
 
-    // Fetch: both targets' /scale.
+    let outcome = Outcome::Decided {
+        traffic: failover.as_ref().map(|f| Box::new(f.status.clone())),
+        decision: Box::new(scaling.decision.clone()),
+        paused: plan.spec.paused,
+        apply_error: scaling.apply_error.as_ref().map(|e| e.to_string()),
+        memory: Box::new(scaling.memory.clone()),
+        scaled_at: scaling.scaled_at,
+    };
+    let written = write_status(&ctx, &plan, &outcome, now).await;
+    let query_failed = readings.iter().any(|r| matches!(r, Reading::Missing(Missing::QueryFailed(_))));
+    state.memory = Some(scaling.memory);
+    state.query_failures = if query_failed { state.query_failures.saturating_add(1) } else { 0 };
+    if scaling.apply_error.is_none() && written.is_ok() {
+        state.failures = 0;
+    }
+
+    report(&ctx, &plan, &mut state, &scaling.decision, plan.spec.paused, scaling.scaled_at.is_some()).await;
+    if let Some(f) = failover {
+        report_failover(&ctx, &plan, &mut state, f).await;
+    }
+    if let Some(e) = scaling.apply_error {
+        return Err(Error::Scale(e));
+    }
+    written?;
+    // Prometheus failing: look again soon, backing off up to the interval.
+    let interval = Duration::from_secs_f64(compiled.policy.interval_secs);
+    if state.query_failures > 0 {
+        let backoff = Duration::from_millis(500u64 << state.query_failures.min(10)).min(interval);
+        return Ok(Action::requeue(backoff));
+    }
+    Ok(Action::requeue(interval))
+}
+
+/// Validate and compile the plan, once per generation (compiling the CEL rules is most of a
+/// reconcile's CPU). An invalid plan is reported and waits for a change (None).
+async fn compile(
+    ctx: &Context,
+    plan: &FulfillmentPlan,
+    state: &mut PlanState,
+    now: jiff::Timestamp,
+) -> Result<Option<Arc<CompiledPlan>>, Error> {
+    let generation = plan.metadata.generation;
+    if let Some(compiled) = state.compiled.as_ref().filter(|c| c.generation.is_some() && c.generation == generation) {
+        return Ok(Some(compiled.clone()));
+    }
+    match plan::validate(plan) {
+        Ok(()) => {
+            let compiled = Arc::new(CompiledPlan::new(plan));
+            state.compiled = Some(compiled.clone());
+            Ok(Some(compiled))
+        }
+        Err(e) => {
+            let message = match e {
+                PlanError::Invalid(violations) => {
+                    violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+                }
+                other => other.to_string(),
+            };
+            write_status(ctx, plan, &Outcome::Invalid { message: message.clone() }, now).await?;
+            emit_limited(ctx, plan, state, EventReason::InvalidPlan, &format!("{generation:?}"), &message).await;
+            state.failures = 0;
+            Ok(None)
+        }
+    }
+}
+
+/// Both targets' `/scale`. A missing target is reported and retried slowly (None).
+async fn read_targets(
+    ctx: &Context,
+    plan: &FulfillmentPlan,
+    state: &mut PlanState,
+    now: jiff::Timestamp,
+) -> Result<Option<(ScaleReading, ScaleReading)>, Error> {
+    let namespace = plan.namespace().unwrap_or_default();
     let spec = &plan.spec.workloads;
     let brokers = ctx.targets.read(&ctx.client, &namespace, &spec.brokers.target_ref).await;
     let workers = ctx.targets.read(&ctx.client, &namespace, &spec.workers.target_ref).await;
-    let (brokers, workers) = match (brokers, workers) {
-        (Ok(b), Ok(w)) => (b, w),
+    match (brokers, workers) {
+        (Ok(b), Ok(w)) => Ok(Some((b, w))),
         (Err(e), _) | (_, Err(e)) if e.is_missing() || e.is_forbidden() => {
             let (reason, message) = if e.is_forbidden() {
                 (Reason::TargetForbidden, format!("{e}. Nothing is scaled until it is granted."))
@@ -76,112 +131,102 @@ pub async fn reconcile(plan: Arc<FulfillmentPlan>, ctx: Arc<Context>) -> Result<
                 (Reason::TargetNotFound, format!("{e}; nothing is scaled until it exists."))
             };
             tracing::warn!(reason = reason.as_str(), "{message}");
-            write_status(&ctx, &plan, &Outcome::TargetMissing { reason, message: message.clone() }, now).await?;
-            emit_limited(&ctx, &plan, &key, EventType::Warning, reason.as_str(), &message, &message).await;
-            ctx.plans.lock().await.entry(key).or_default().failures = 0;
-            // Reported; retried slowly.
-            return Ok(Action::requeue((interval * 4).clamp(Duration::from_secs(5), Duration::from_secs(60))));
-        }
-        (Err(e), _) | (_, Err(e)) => return Err(Error::ReadTarget(e)),
-    };
-    let current = Replicas { brokers: brokers.desired, workers: workers.desired };
-
-    // Fetch: one query per dimension, concurrently.
-    let readings = read_metrics(&ctx, &plan, &key).await;
-
-    // Decide, on the memory kept across evaluations (seeded from status after a restart).
-    let now_secs = unix_secs(now);
-    let mut memory = take_memory(&ctx, &plan, &key, &policy, current, now_secs).await;
-    memory.observe(&policy, now_secs, &readings, current);
-    let decision = engine::decide(&policy, &memory, now_secs, current);
-    tracing::debug!(action = %decision.action, reason = %decision.reason, "decided");
-
-    // Apply, only when leading, not paused, and something changes.
-    let paused = plan.spec.paused;
-    let mut apply_error = None;
-    let mut scaled_at = None;
-    if !paused && decision.changes_replicas() && ctx.is_leader() {
-        match apply(&ctx, &plan, &namespace, &decision, brokers, workers).await {
-            Ok(()) => scaled_at = Some(now),
-            Err(e) => apply_error = Some(e),
-        }
-    }
-    memory.record(&policy, &decision, scaled_at.is_some());
-
-    // Failover between clusters, for plans that have them: survivors first, then the route.
-    let failover = match TrafficPolicy::from_spec(&plan.spec) {
-        Some(traffic_policy) => {
-            let seeded = ctx.plans.lock().await.get_mut(&key).and_then(|s| s.traffic.take());
-            let traffic_memory = seeded.unwrap_or_else(|| failover::memory_from_status(&plan));
-            let source = source_for(&ctx, &plan, &key).await.ok();
-            let act = !paused && ctx.is_leader();
-            let out = failover::step(
-                &ctx,
-                &plan,
-                &traffic_policy,
-                traffic_memory,
-                source.as_ref(),
-                &namespace,
-                now_secs,
-                act,
-            )
-            .await;
-            ctx.plans.lock().await.entry(key.clone()).or_default().traffic = Some(out.memory.clone());
-            Some(out)
-        }
-        None => None,
-    };
-
-    // Write status (with the memory), then keep the memory here too.
-    let outcome = Outcome::Decided {
-        traffic: failover.as_ref().map(|f| Box::new(f.status.clone())),
-        decision: Box::new(decision.clone()),
-        paused,
-        apply_error: apply_error.as_ref().map(|e| e.to_string()),
-        memory: Box::new(memory.clone()),
-        scaled_at,
-    };
-    let written = write_status(&ctx, &plan, &outcome, now).await;
-    let query_failed = readings.iter().any(|r| matches!(r, Reading::Missing(Missing::QueryFailed(_))));
-    let query_failures = {
-        let mut plans = ctx.plans.lock().await;
-        let state = plans.entry(key.clone()).or_default();
-        state.memory = Some(memory);
-        state.query_failures = if query_failed { state.query_failures.saturating_add(1) } else { 0 };
-        if apply_error.is_none() && written.is_ok() {
+            write_status(ctx, plan, &Outcome::TargetMissing { reason, message: message.clone() }, now).await?;
+            let event = if e.is_forbidden() { EventReason::TargetForbidden } else { EventReason::TargetNotFound };
+            emit_limited(ctx, plan, state, event, &message, &message).await;
             state.failures = 0;
+            Ok(None)
         }
-        state.query_failures
-    };
+        (Err(e), _) | (_, Err(e)) => Err(Error::ReadTarget(e)),
+    }
+}
 
-    report(&ctx, &plan, &key, &decision, paused, scaled_at.is_some()).await;
-    if let Some(f) = &failover {
-        for c in &f.status.clusters {
-            let labels = crate::telemetry::ClusterLabels {
-                namespace: namespace.clone(),
-                plan: name.clone(),
-                cluster: c.name.clone(),
-            };
-            ctx.metrics.traffic_weight.get_or_create(&labels).set(i64::from(c.weight));
+/// What the scaling phase decided and did.
+struct Scaling {
+    decision: Decision,
+    memory: Memory,
+    scaled_at: Option<jiff::Timestamp>,
+    apply_error: Option<TargetError>,
+}
+
+/// Decide on the memory kept across evaluations (seeded from status after a restart), apply
+/// when leading, not paused and something changes, and remember what was done.
+async fn scale(
+    ctx: &Context,
+    plan: &FulfillmentPlan,
+    compiled: &CompiledPlan,
+    state: &mut PlanState,
+    readings: &[Reading],
+    (brokers, workers): (ScaleReading, ScaleReading),
+    at: jiff::Timestamp,
+) -> Scaling {
+    let policy = &compiled.policy;
+    let now = unix_secs(at);
+    let current = Replicas { brokers: brokers.desired, workers: workers.desired };
+    let mut memory = take_memory(ctx, plan, compiled, state, current, now).await;
+    memory.observe(policy, now, readings, current);
+    let decision = engine::decide(policy, &memory, now, current);
+    tracing::debug!(action = %decision.action, reason = %decision.reason, "decided");
+    let mut scaling = Scaling { decision, memory, scaled_at: None, apply_error: None };
+    if !plan.spec.paused && scaling.decision.changes_replicas() && ctx.is_leader() {
+        match apply(ctx, plan, &scaling.decision, brokers, workers).await {
+            Ok(()) => scaling.scaled_at = Some(at),
+            Err(e) => scaling.apply_error = Some(e),
         }
     }
-    for (kind, reason, note) in failover.map(|f| f.events).unwrap_or_default() {
-        if kind == EventType::Warning {
-            emit_limited(&ctx, &plan, &key, kind, reason, &note, &note).await;
+    scaling.memory.record(policy, &scaling.decision, scaling.scaled_at.is_some());
+    scaling
+}
+
+/// Failover between clusters, for plans that have them: survivors first, then the route.
+async fn fail_over(
+    ctx: &Context,
+    plan: &FulfillmentPlan,
+    compiled: &CompiledPlan,
+    state: &mut PlanState,
+    now: f64,
+) -> Option<failover::FailoverOutcome> {
+    let policy = compiled.traffic()?;
+    let memory = match state.traffic.take() {
+        Some(m) => m,
+        None => memory::traffic_from_status(plan.status.as_ref(), policy)
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "failover memory in status not used");
+                None
+            })
+            .unwrap_or_default(),
+    };
+    let source = source_for(ctx, plan, compiled, state).await.ok();
+    let namespace = plan.namespace().unwrap_or_default();
+    let scope = failover::Scope { plan, policy, namespace: &namespace, source: source.as_ref() };
+    let act = !plan.spec.paused && ctx.is_leader();
+    let outcome = failover::step(ctx, &scope, &memory, now, act).await;
+    state.traffic = Some(outcome.memory.clone());
+    Some(outcome)
+}
+
+/// Events and the weight metric of a failover evaluation.
+async fn report_failover(
+    ctx: &Context,
+    plan: &FulfillmentPlan,
+    state: &mut PlanState,
+    outcome: failover::FailoverOutcome,
+) {
+    for c in &outcome.status.clusters {
+        let labels = crate::telemetry::ClusterLabels {
+            namespace: plan.namespace().unwrap_or_default(),
+            plan: plan.name_any(),
+            cluster: c.name.clone(),
+        };
+        ctx.metrics.traffic_weight.get_or_create(&labels).set(i64::from(c.weight));
+    }
+    for event in outcome.events {
+        if event.reason.is_warning() {
+            emit_limited(ctx, plan, state, event.reason, &event.note, &event.note).await;
         } else {
-            publish(&ctx, &plan, kind, reason, &note).await;
+            publish(ctx, plan, event.reason, &event.note).await;
         }
     }
-    if let Some(e) = apply_error {
-        return Err(Error::Scale(e));
-    }
-    written?;
-    // Prometheus failing: look again soon, backing off up to the interval.
-    if query_failures > 0 {
-        let backoff = Duration::from_millis(500u64 << query_failures.min(10)).min(interval);
-        return Ok(Action::requeue(backoff));
-    }
-    Ok(Action::requeue(interval))
 }
 
 /// Scale up brokers before workers, and down workers before brokers, so that the
@@ -189,11 +234,11 @@ pub async fn reconcile(plan: Arc<FulfillmentPlan>, ctx: Arc<Context>) -> Result<
 async fn apply(
     ctx: &Context,
     plan: &FulfillmentPlan,
-    namespace: &str,
     decision: &Decision,
     brokers: ScaleReading,
     workers: ScaleReading,
 ) -> Result<(), TargetError> {
+    let namespace = plan.namespace().unwrap_or_default();
     let spec = &plan.spec.workloads;
     let broker_step = (&spec.brokers.target_ref, brokers.desired, decision.desired.brokers);
     let worker_step = (&spec.workers.target_ref, workers.desired, decision.desired.workers);
@@ -204,7 +249,7 @@ async fn apply(
     };
     for (target, from, to) in order {
         if from != to {
-            ctx.targets.write(&ctx.client, namespace, target, to).await?;
+            ctx.targets.write(&ctx.client, &namespace, target, to).await?;
             tracing::info!(kind = %target.kind, name = %target.name, from, to, "scaled");
         }
     }
@@ -216,16 +261,22 @@ async fn apply(
 async fn take_memory(
     ctx: &Context,
     plan: &FulfillmentPlan,
-    key: &str,
-    policy: &Policy,
+    compiled: &CompiledPlan,
+    state: &mut PlanState,
     current: Replicas,
     now: f64,
 ) -> Memory {
-    if let Some(memory) = ctx.plans.lock().await.get_mut(key).and_then(|s| s.memory.take()) {
+    if let Some(memory) = state.memory.take() {
         return memory;
     }
-    let Some(mut memory) = plan.status.as_ref().and_then(|s| s.memory.clone()) else {
-        return Memory::default();
+    let policy = &compiled.policy;
+    let mut memory = match memory::scaling_from_status(plan.status.as_ref()) {
+        Ok(Some(memory)) => memory,
+        Ok(None) => return Memory::default(),
+        Err(e) => {
+            tracing::warn!(error = %e, "scaling memory in status not used");
+            return Memory::default();
+        }
     };
     let Some(last) = memory.last_observed() else { return memory };
     if now - last <= policy.max_sample_gap() {
@@ -240,74 +291,94 @@ async fn take_memory(
     if to <= from {
         return memory;
     }
-    if let Ok(source) = source_for(ctx, plan, key).await {
-        let mut series = Vec::new();
-        for dim in &plan.spec.dimensions {
-            match source.range(&dim.query, from.ceil() as i64, to.floor() as i64, policy.interval_secs).await {
-                Ok(samples) => series.push(samples),
-                Err(e) => {
-                    tracing::info!(error = %e, "cannot replay history after a gap; the windows start over");
-                    return memory;
-                }
+    let Ok(source) = source_for(ctx, plan, compiled, state).await else { return memory };
+    let mut series = Vec::new();
+    for query in compiled.queries(QueryRole::Dimension) {
+        match source.range(&query.promql, from.ceil() as i64, to.floor() as i64, policy.interval_secs).await {
+            Ok(samples) => series.push(samples),
+            Err(e) => {
+                tracing::info!(error = %e, "cannot replay history after a gap; the windows start over");
+                return memory;
             }
         }
-        let mut t = from.ceil();
-        while t <= to {
-            let readings: Vec<Reading> = series
-                .iter()
-                .map(|s| {
-                    s.iter()
-                        .rev()
-                        .find(|(st, _)| *st <= t + 1e-6 && t - *st < policy.interval_secs)
-                        .map(|(_, v)| Reading::from_f64(*v))
-                        .unwrap_or(Reading::Missing(Missing::NoData))
-                })
-                .collect();
-            memory.observe(policy, t, &readings, current);
-            let d = engine::decide(policy, &memory, t, current);
-            memory.record(policy, &d, false);
-            t += policy.interval_secs;
-        }
-        tracing::info!(from, to, "replayed missed history into the plan's windows");
     }
+    let mut t = from.ceil();
+    while t <= to {
+        let readings: Vec<Reading> = series
+            .iter()
+            .map(|s| {
+                value_at(s, t, policy.interval_secs).map(Reading::from_f64).unwrap_or(Reading::Missing(Missing::NoData))
+            })
+            .collect();
+        memory.observe(policy, t, &readings, current);
+        let d = engine::decide(policy, &memory, t, current);
+        memory.record(policy, &d, false);
+        t += policy.interval_secs;
+    }
+    tracing::info!(from, to, "replayed missed history into the plan's windows");
     memory
 }
 
-fn fingerprint(conn: &PrometheusConnection) -> String {
-    serde_json::to_string(conn).unwrap_or_default()
+/// Why a Prometheus connection could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnectionError {
+    /// A Secret it needs is missing.
+    #[error("Secret {namespace}/{name} not found; create it or fix spec.prometheus")]
+    SecretNotFound { namespace: String, name: String },
+    /// A Secret could not be read.
+    #[error("cannot read Secret {namespace}/{name}: {source}")]
+    SecretUnreadable {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// A Secret has no such key.
+    #[error("Secret {namespace}/{name} has no key {key:?}; set the key to one it has")]
+    NoKey { namespace: String, name: String, key: String },
+    /// The bearer token is not text.
+    #[error("Secret {namespace}/{name} key {key:?} is not text")]
+    NotText { namespace: String, name: String, key: String },
+    /// The client could not be built.
+    #[error("{0}")]
+    Config(#[from] crate::prometheus::ConfigError),
 }
 
-async fn read_secret(ctx: &Context, namespace: &str, name: &str, key: &str) -> Result<Vec<u8>, String> {
+async fn read_secret(ctx: &Context, namespace: &str, name: &str, key: &str) -> Result<Vec<u8>, ConnectionError> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let secret = api.get(name).await.map_err(|e| match e {
-        kube::Error::Api(s) if s.code == 404 => format!("Secret {namespace}/{name} not found"),
-        other => format!("cannot read Secret {namespace}/{name}: {other}"),
-    })?;
-    secret
-        .data
-        .and_then(|mut d| d.remove(key))
-        .map(|b| b.0)
-        .ok_or_else(|| format!("Secret {namespace}/{name} has no key {key:?}"))
+    let (namespace, name) = (namespace.to_string(), name.to_string());
+    let secret = match api.get(&name).await {
+        Ok(s) => s,
+        Err(kube::Error::Api(s)) if s.code == 404 => return Err(ConnectionError::SecretNotFound { namespace, name }),
+        Err(source) => return Err(ConnectionError::SecretUnreadable { namespace, name, source }),
+    };
+    secret.data.and_then(|mut d| d.remove(key)).map(|b| b.0).ok_or_else(|| ConnectionError::NoKey {
+        namespace,
+        name,
+        key: key.to_string(),
+    })
 }
 
 /// The plan's Prometheus connection, built once and rebuilt when its settings change or its
 /// Secrets are due for a re-read.
-async fn source_for(ctx: &Context, plan: &FulfillmentPlan, key: &str) -> Result<PrometheusSource, String> {
-    let conn = &plan.spec.prometheus;
-    let print = fingerprint(conn);
-    if let Some(state) = ctx.plans.lock().await.get(key)
-        && let Some((p, source, at)) = &state.source
-        && *p == print
+async fn source_for(
+    ctx: &Context,
+    plan: &FulfillmentPlan,
+    compiled: &CompiledPlan,
+    state: &mut PlanState,
+) -> Result<PrometheusSource, ConnectionError> {
+    let conn = &compiled.prometheus;
+    if let Some((settings, source, at)) = &state.source
+        && settings == conn
         && (at.elapsed() < SECRET_TTL || (conn.bearer_token_secret_ref.is_none() && conn.tls.is_none()))
     {
         return Ok(source.clone());
     }
     let namespace = plan.namespace().unwrap_or_default();
     let bearer_token = match &conn.bearer_token_secret_ref {
-        Some(r) => Some(
-            String::from_utf8(read_secret(ctx, &namespace, &r.name, &r.key).await?)
-                .map_err(|_| format!("Secret {namespace}/{} key {:?} is not text", r.name, r.key))?,
-        ),
+        Some(r) => Some(String::from_utf8(read_secret(ctx, &namespace, &r.name, &r.key).await?).map_err(|_| {
+            ConnectionError::NotText { namespace: namespace.clone(), name: r.name.clone(), key: r.key.clone() }
+        })?),
         None => None,
     };
     let tls = conn.tls.clone().unwrap_or_default();
@@ -335,33 +406,39 @@ async fn source_for(ctx: &Context, plan: &FulfillmentPlan, key: &str) -> Result<
     let source = match existing {
         Some(source) => source,
         None => {
-            let source = PrometheusSource::new(&config).map_err(|e| e.to_string())?;
+            let source = PrometheusSource::new(&config)?;
             ctx.sources.lock().await.insert(shared_key, source.clone());
             source
         }
     };
-    ctx.plans.lock().await.entry(key.to_string()).or_default().source = Some((print, source.clone(), Instant::now()));
+    state.source = Some((conn.clone(), source.clone(), Instant::now()));
     Ok(source)
 }
 
 /// One instant query per dimension, concurrently; a connection that cannot be set up makes every
 /// dimension missing with the reason.
-async fn read_metrics(ctx: &Context, plan: &FulfillmentPlan, key: &str) -> Vec<Reading> {
-    let source = match source_for(ctx, plan, key).await {
+async fn read_metrics(
+    ctx: &Context,
+    plan: &FulfillmentPlan,
+    compiled: &CompiledPlan,
+    state: &mut PlanState,
+) -> Vec<Reading> {
+    let dimensions: Vec<&Query> = compiled.queries(QueryRole::Dimension).collect();
+    let source = match source_for(ctx, plan, compiled, state).await {
         Ok(s) => s,
         Err(reason) => {
             ctx.metrics
                 .query_failures
                 .get_or_create(&ErrorLabels { error: "connection".into() })
-                .inc_by(plan.spec.dimensions.len() as u64);
-            return vec![Reading::Missing(Missing::QueryFailed(reason)); plan.spec.dimensions.len()];
+                .inc_by(dimensions.len() as u64);
+            return vec![Reading::Missing(Missing::QueryFailed(reason.to_string())); dimensions.len()];
         }
     };
-    let queries = plan.spec.dimensions.iter().map(|d| {
+    let queries = dimensions.into_iter().map(|q| {
         let source = &source;
         async move {
             let started = Instant::now();
-            let result = source.instant(&d.query, None).await;
+            let result = source.instant(&q.promql, None).await;
             ctx.metrics.query_duration.observe(started.elapsed().as_secs_f64());
             match result {
                 Ok(v) => Reading::from_f64(v),
@@ -395,16 +472,16 @@ async fn write_status(
         .map_err(Error::Status)
 }
 
-async fn publish(ctx: &Context, plan: &FulfillmentPlan, type_: EventType, reason: &str, note: &str) {
+async fn publish(ctx: &Context, plan: &FulfillmentPlan, reason: EventReason, note: &str) {
     let event = Event {
-        type_,
+        type_: if reason.is_warning() { EventType::Warning } else { EventType::Normal },
         reason: reason.to_string(),
         note: Some(status::truncate(note.to_string(), 1000)),
         action: "Reconcile".to_string(),
         secondary: None,
     };
     if let Err(e) = ctx.recorder.publish(&event, &plan.object_ref(&())).await {
-        tracing::warn!(reason, error = %e, "cannot publish event");
+        tracing::warn!(%reason, error = %e, "cannot publish event");
     }
 }
 
@@ -413,34 +490,30 @@ async fn publish(ctx: &Context, plan: &FulfillmentPlan, type_: EventType, reason
 async fn emit_limited(
     ctx: &Context,
     plan: &FulfillmentPlan,
-    key: &str,
-    type_: EventType,
-    reason: &'static str,
+    state: &mut PlanState,
+    reason: EventReason,
     fingerprint: &str,
     note: &str,
 ) {
+    if let Some((last, at)) = state.last_events.get(&reason)
+        && last == fingerprint
+        && at.elapsed() < EVENT_REPEAT
     {
-        let mut plans = ctx.plans.lock().await;
-        let state: &mut PlanState = plans.entry(key.to_string()).or_default();
-        if let Some((last, at)) = state.last_events.get(reason)
-            && last == fingerprint
-            && at.elapsed() < EVENT_REPEAT
-        {
-            return;
-        }
-        state.last_events.insert(reason, (fingerprint.to_string(), Instant::now()));
+        return;
     }
-    publish(ctx, plan, type_, reason, note).await;
-}
-
-async fn forget_event(ctx: &Context, key: &str, reason: &'static str) {
-    if let Some(state) = ctx.plans.lock().await.get_mut(key) {
-        state.last_events.remove(reason);
-    }
+    state.last_events.insert(reason, (fingerprint.to_string(), Instant::now()));
+    publish(ctx, plan, reason, note).await;
 }
 
 /// Events and metrics for a decision.
-async fn report(ctx: &Context, plan: &FulfillmentPlan, key: &str, decision: &Decision, paused: bool, applied: bool) {
+async fn report(
+    ctx: &Context,
+    plan: &FulfillmentPlan,
+    state: &mut PlanState,
+    decision: &Decision,
+    paused: bool,
+    applied: bool,
+) {
     let labels = PlanLabels { namespace: plan.namespace().unwrap_or_default(), plan: plan.name_any() };
     match decision.score.filter(|s| s.is_finite()) {
         Some(score) => {
@@ -465,8 +538,8 @@ async fn report(ctx: &Context, plan: &FulfillmentPlan, key: &str, decision: &Dec
 
     if applied {
         let (reason, direction) = match decision.action {
-            Decided::ScaleDown => ("ScaledDown", "down"),
-            _ => ("ScaledUp", "up"),
+            Decided::ScaleDown => (EventReason::ScaledDown, "down"),
+            _ => (EventReason::ScaledUp, "up"),
         };
         ctx.metrics
             .scale_actions
@@ -476,24 +549,24 @@ async fn report(ctx: &Context, plan: &FulfillmentPlan, key: &str, decision: &Dec
                 direction: direction.into(),
             })
             .inc();
-        publish(ctx, plan, EventType::Normal, reason, &decision.reason).await;
+        publish(ctx, plan, reason, &decision.reason).await;
         if let Some(limited) = &decision.limited {
-            publish(ctx, plan, EventType::Normal, "ScalingLimited", limited).await;
+            publish(ctx, plan, EventReason::ScalingLimited, limited).await;
         }
     } else if paused && decision.changes_replicas() {
         let note = format!("spec.paused is true; would have acted: {}", decision.reason);
-        emit_limited(ctx, plan, key, EventType::Normal, "Paused", &decision.action.to_string(), &note).await;
+        emit_limited(ctx, plan, state, EventReason::Paused, &decision.action.to_string(), &note).await;
     }
 
     let missing: Vec<String> =
         decision.dimensions.iter().filter_map(|b| b.missing.as_ref().map(|m| format!("{} ({m})", b.name))).collect();
     if missing.is_empty() {
-        forget_event(ctx, key, "MetricsUnavailable").await;
+        state.last_events.remove(&EventReason::MetricsUnavailable);
     } else {
         let names: Vec<&str> =
             decision.dimensions.iter().filter(|b| b.missing.is_some()).map(|b| b.name.as_str()).collect();
         let note =
             format!("No usable data for {}. Missing data never scales down. {}", missing.join(", "), decision.reason);
-        emit_limited(ctx, plan, key, EventType::Warning, "MetricsUnavailable", &names.join(","), &note).await;
+        emit_limited(ctx, plan, state, EventReason::MetricsUnavailable, &names.join(","), &note).await;
     }
 }

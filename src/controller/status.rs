@@ -236,7 +236,9 @@ pub fn build(
             if let Some(t) = scaled_at {
                 status.last_scale_time = Some(Time(*t));
             }
-            status.memory = Some((**memory).clone());
+            status.memory = super::memory::scaling_to_status(memory)
+                .inspect_err(|e| tracing::warn!(error = %e, "scaling memory not kept in status"))
+                .ok();
 
             let missing: Vec<String> = decision
                 .dimensions

@@ -26,17 +26,19 @@
 //!    of its window, and never happens before the engine has seen a whole window), then the step
 //!    limits per period, then the bounds.
 
+pub mod failover;
 mod policy;
+mod reason;
 pub mod traffic;
 
 use std::collections::VecDeque;
 use std::fmt::{self, Write as _};
 
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use crate::crd::{CapacityKind, WorkloadRole};
 pub use policy::{Bounds, Combine, DimensionPolicy, MissingPolicy, Policy, StepRules};
+pub use reason::EventReason;
 
 use crate::crd::SelectPolicy;
 
@@ -45,11 +47,11 @@ const REPLICA_CEILING: f64 = 1.0e6;
 /// Largest needed-capacity value kept; hostile inputs (1e300) are clipped here, far above any
 /// maxReplicas, so they still read as "far over target" without overflowing.
 const NEEDED_CEILING: f64 = 1.0e9;
-/// Slack for comparing times computed by adding and subtracting windows.
-const TIME_EPSILON: f64 = 1e-6;
+/// Slack for comparing times computed by adding and subtracting windows (scaling and failover).
+pub(crate) const TIME_EPSILON: f64 = 1e-6;
 
 /// Replica counts of the two workloads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Replicas {
     /// Broker replicas.
     pub brokers: u32,
@@ -212,7 +214,7 @@ impl Decision {
 }
 
 /// One remembered reading, as needed replicas of its dimension's workload.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
     /// Unix seconds (or seconds from the start of a replay).
     t: f64,
@@ -222,7 +224,7 @@ pub struct Sample {
 }
 
 /// A remembered recommendation, for stabilization.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Recommendation {
     /// When it was made.
     t: f64,
@@ -231,7 +233,7 @@ pub struct Recommendation {
 }
 
 /// A remembered replica change, for step limits.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ScaleEvent {
     /// When it was made.
@@ -246,7 +248,7 @@ pub struct ScaleEvent {
 /// longest sustain window needs), recent recommendations (stabilization) and recent replica
 /// changes (step limits). Serializable so the controller can keep it in the plan's status and
 /// resume after a restart or a leader change.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Memory {
     /// Time of the first observation after the last gap; scale-down waits until a whole
@@ -771,7 +773,8 @@ fn step_text(rules: &StepRules) -> String {
     format!("{how}{} per {}", parts.join(", "), secs_text(rules.period_secs))
 }
 
-fn secs_text(secs: f64) -> String {
+/// A number of seconds as a Go duration (`90` → `1m30s`), for notes.
+pub(crate) fn secs_text(secs: f64) -> String {
     if secs.fract() == 0.0 && secs < 1.0e9 {
         crate::duration::GoDuration::from_secs(secs as u64).to_string()
     } else {

@@ -127,15 +127,18 @@ fn replicas(n: i32) -> u32 {
     n.max(0) as u32
 }
 
+/// A workload's replica bounds: at least one replica, `max` never below `min`.
+pub(super) fn workload_bounds(workload: &crate::crd::Workload) -> Bounds {
+    let min = replicas(workload.min_replicas).max(1);
+    Bounds { min, max: replicas(workload.max_replicas).max(min) }
+}
+
 impl Policy {
     /// Compile a plan spec. The spec should have passed [`crate::plan::validate`]; values are
     /// still clamped defensively so that an unvalidated spec cannot make the engine misbehave.
     pub fn from_spec(spec: &FulfillmentPlanSpec) -> Self {
         let w = &spec.workloads;
-        let bounds = |wl: &crate::crd::Workload| {
-            let min = replicas(wl.min_replicas).max(1);
-            Bounds { min, max: replicas(wl.max_replicas).max(min) }
-        };
+        let bounds = workload_bounds;
         let missing = match spec.missing_data.policy {
             MissingDataPolicy::Hold => MissingPolicy::Hold,
             MissingDataPolicy::Renormalize => {

@@ -12,7 +12,12 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-const EPS: f64 = 1e-9;
+pub use crate::crd::FailoverPhase;
+
+use super::TIME_EPSILON;
+
+/// Slack for comparing shares of traffic.
+const SHARE_EPSILON: f64 = 1e-9;
 
 /// One cluster's failover settings.
 #[derive(Clone, Debug, PartialEq)]
@@ -27,6 +32,9 @@ pub struct ClusterPolicy {
     pub breach_for: f64,
     /// An unreachable cluster counts as breached after this long, seconds.
     pub unreachable_after: f64,
+    /// The cluster the operator runs in (no kubeconfig): its workers follow the plan's own
+    /// scoring once failover is over, so they are never restored by failover.
+    pub local: bool,
 }
 
 /// A failback gate: a query that must stay at or below `bound` for `hold` seconds.
@@ -55,13 +63,21 @@ pub struct TrafficPolicy {
     pub step_interval: f64,
     /// Gates that must hold to advance.
     pub gates: Vec<GatePolicy>,
+    /// Raise the survivors' workers for the share they absorb before traffic moves.
+    pub prescale_survivors: bool,
+    /// Bounds of every cluster's workers (the plan's `workloads.workers`).
+    pub workers: super::Bounds,
+    /// Raised workers are restored once every cluster has been healthy this long, seconds (the
+    /// plan's scale-down stabilization window).
+    pub restore_after: f64,
 }
 
 /// One cluster's phase.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "phase")]
 pub enum ClusterPhase {
     /// Serving its normal share.
+    #[default]
     Healthy,
     /// Failed over; `since` is when the breach was confirmed.
     Failed {
@@ -75,6 +91,34 @@ pub enum ClusterPhase {
         /// When the step was entered.
         at: f64,
     },
+}
+
+impl ClusterPhase {
+    /// The phase without its data, as status shows it.
+    pub fn kind(self) -> FailoverPhase {
+        match self {
+            ClusterPhase::Healthy => FailoverPhase::Healthy,
+            ClusterPhase::Failed { .. } => FailoverPhase::Failed,
+            ClusterPhase::FailingBack { .. } => FailoverPhase::FailingBack,
+        }
+    }
+
+    /// During failback, the percent of the shifted traffic returned so far.
+    pub fn failback_percent(self, policy: &TrafficPolicy) -> Option<f64> {
+        match self {
+            ClusterPhase::FailingBack { step, .. } => Some(policy.steps.get(step).copied().unwrap_or(100.0)),
+            _ => None,
+        }
+    }
+
+    /// Since when the cluster has been in this phase (or at this failback step).
+    pub fn since(self) -> Option<f64> {
+        match self {
+            ClusterPhase::Healthy => None,
+            ClusterPhase::Failed { since } => Some(since),
+            ClusterPhase::FailingBack { at, .. } => Some(at),
+        }
+    }
 }
 
 /// What happened, for events.
@@ -109,6 +153,12 @@ pub struct TrafficMemory {
     gates: Vec<VecDeque<(f64, bool)>>,
     /// The weights last decided.
     last_weights: Vec<u32>,
+    /// Per cluster: the workers it had before failover raised them (None: not raised).
+    #[serde(default)]
+    pub(super) raised_from: Vec<Option<u32>>,
+    /// Since when every cluster has been healthy while some workers are still raised.
+    #[serde(default)]
+    pub(super) all_healthy_since: Option<f64>,
 }
 
 /// The traffic decision.
@@ -142,6 +192,7 @@ impl TrafficPolicy {
                     threshold: c.health.threshold,
                     breach_for: c.health.breach_for.as_secs_f64(),
                     unreachable_after: c.unreachable_after.as_secs_f64(),
+                    local: c.kubeconfig_secret_ref.is_none(),
                 })
                 .collect(),
             shift_percent: f64::from(traffic.failover.shift_percent.clamp(1, 100)),
@@ -154,14 +205,30 @@ impl TrafficPolicy {
                 .iter()
                 .map(|g| GatePolicy { name: g.name.clone(), bound: g.max, hold: g.hold.as_secs_f64() })
                 .collect(),
+            prescale_survivors: traffic.failover.prescale_survivors,
+            workers: super::policy::workload_bounds(&spec.workloads.workers),
+            restore_after: spec.scaling.scale_down.stabilization_window.as_secs_f64(),
         })
     }
 }
 
 impl TrafficMemory {
-    /// The weights last decided (empty before the first decision).
-    pub fn last_weights(&self) -> &[u32] {
-        &self.last_weights
+    /// Per cluster: the workers it had before failover raised them (None: not raised).
+    pub fn raised_from(&self) -> &[Option<u32>] {
+        &self.raised_from
+    }
+
+    /// Since when every cluster has been healthy while workers are still raised.
+    pub fn all_healthy_since(&self) -> Option<f64> {
+        self.all_healthy_since
+    }
+
+    /// This memory with the raised workers and the all-healthy time that operators before
+    /// memory version 2 kept outside it (in the cluster statuses).
+    pub fn with_raised_workers(mut self, raised_from: Vec<Option<u32>>, all_healthy_since: Option<f64>) -> Self {
+        self.raised_from = raised_from;
+        self.all_healthy_since = all_healthy_since;
+        self
     }
 }
 
@@ -209,25 +276,25 @@ fn retained(policy: &TrafficPolicy, phase: ClusterPhase) -> f64 {
     }
 }
 
-/// Whether every sample within `[now − window, now]` is `true`, with the window covered.
-fn held(samples: &VecDeque<(f64, bool)>, now: f64, window: f64) -> bool {
+/// The one "held for its window" check of failover: whether every sample within
+/// `[now − window, now]` is `want`, with the window covered by samples (the oldest one kept at or
+/// before its start).
+fn held(samples: &VecDeque<(f64, bool)>, now: f64, window: f64, want: bool) -> bool {
     let start = now - window;
-    let mut covered = false;
     for (t, ok) in samples.iter().rev() {
-        if !ok {
+        if *ok != want {
             return false;
         }
-        if *t <= start + EPS {
-            covered = true;
-            break;
+        if *t <= start + TIME_EPSILON {
+            return true;
         }
     }
-    covered
+    false
 }
 
 fn push(samples: &mut VecDeque<(f64, bool)>, now: f64, ok: bool, keep: f64) {
     samples.push_back((now, ok));
-    while samples.len() > 1 && samples[1].0 <= now - keep + EPS {
+    while samples.len() > 1 && samples[1].0 <= now - keep + TIME_EPSILON {
         samples.pop_front();
     }
 }
@@ -249,14 +316,17 @@ pub fn decide_traffic(
             healthy_since: vec![None; n],
             gates: vec![VecDeque::new(); policy.gates.len()],
             last_weights: normal_weights(policy),
+            raised_from: vec![None; n],
+            all_healthy_since: None,
         };
     }
+    memory.raised_from.resize(n, None);
     let mut events = Vec::new();
     for (g, gate) in policy.gates.iter().enumerate() {
         let ok = gates.get(g).copied().flatten().is_some_and(|v| v.is_finite() && v <= gate.bound);
         push(&mut memory.gates[g], now, ok, gate.hold.max(policy.step_interval) + 1.0);
     }
-    let gates_held = policy.gates.iter().enumerate().all(|(g, gate)| held(&memory.gates[g], now, gate.hold));
+    let gates_held = policy.gates.iter().enumerate().all(|(g, gate)| held(&memory.gates[g], now, gate.hold, true));
     let gate_failing =
         policy.gates.iter().enumerate().find(|(g, _)| memory.gates[*g].back().is_some_and(|(_, ok)| !ok));
 
@@ -274,23 +344,7 @@ pub fn decide_traffic(
             !breached_now,
             cluster.breach_for.max(cluster.unreachable_after).max(policy.hold_down) + 1.0,
         );
-        let breach_held = {
-            let samples = &memory.health[c];
-            let start = now - window;
-            let mut covered = false;
-            let mut all_bad = true;
-            for (t, ok) in samples.iter().rev() {
-                if *ok {
-                    all_bad = false;
-                    break;
-                }
-                if *t <= start + EPS {
-                    covered = true;
-                    break;
-                }
-            }
-            all_bad && covered
-        };
+        let breach_held = held(&memory.health[c], now, window, false);
         if breached_now {
             memory.healthy_since[c] = None;
         } else if memory.healthy_since[c].is_none() {
@@ -303,7 +357,7 @@ pub fn decide_traffic(
                 events.push(TrafficEvent::FailoverStarted(name));
                 ClusterPhase::Failed { since: now }
             }
-            ClusterPhase::Failed { .. } if !breached_now && healthy_for + EPS >= policy.hold_down => {
+            ClusterPhase::Failed { .. } if !breached_now && healthy_for + TIME_EPSILON >= policy.hold_down => {
                 events.push(TrafficEvent::ClusterRecovered(name.clone()));
                 events.push(TrafficEvent::FailbackStep(name));
                 ClusterPhase::FailingBack { step: 0, at: now }
@@ -314,7 +368,7 @@ pub fn decide_traffic(
             }
             // One step back per step interval while a gate fails, not one per evaluation.
             ClusterPhase::FailingBack { step, at }
-                if gate_failing.is_some() && now - at + EPS >= policy.step_interval =>
+                if gate_failing.is_some() && now - at + TIME_EPSILON >= policy.step_interval =>
             {
                 events.push(TrafficEvent::FailbackRolledBack(name));
                 if step == 0 {
@@ -324,7 +378,7 @@ pub fn decide_traffic(
                     ClusterPhase::FailingBack { step: step - 1, at: now }
                 }
             }
-            ClusterPhase::FailingBack { step, at } if now - at + EPS >= policy.step_interval && gates_held => {
+            ClusterPhase::FailingBack { step, at } if now - at + TIME_EPSILON >= policy.step_interval && gates_held => {
                 // Entering the last step (100 %) is completion.
                 if step + 1 >= policy.steps.len().saturating_sub(1).max(1) {
                     events.push(TrafficEvent::FailbackCompleted(name));
@@ -341,16 +395,16 @@ pub fn decide_traffic(
 
     let base: Vec<f64> = policy.clusters.iter().map(|c| c.weight.max(0.0)).collect();
     let keep: Vec<f64> = memory.phases.iter().map(|p| retained(policy, *p)).collect();
-    let receivers: f64 = base.iter().zip(&keep).filter(|(_, k)| **k >= 1.0 - EPS).map(|(b, _)| b).sum();
+    let receivers: f64 = base.iter().zip(&keep).filter(|(_, k)| **k >= 1.0 - SHARE_EPSILON).map(|(b, _)| b).sum();
     let shed: f64 = base.iter().zip(&keep).map(|(b, k)| b * (1.0 - k)).sum();
-    let weights = if shed > EPS && receivers <= EPS {
+    let weights = if shed > SHARE_EPSILON && receivers <= SHARE_EPSILON {
         events.push(TrafficEvent::AllClustersUnhealthy);
         memory.last_weights.clone()
     } else {
         let shares: Vec<f64> = base
             .iter()
             .zip(&keep)
-            .map(|(b, k)| if *k >= 1.0 - EPS { b + shed * b / receivers.max(EPS) } else { b * k })
+            .map(|(b, k)| if *k >= 1.0 - SHARE_EPSILON { b + shed * b / receivers.max(SHARE_EPSILON) } else { b * k })
             .collect();
         to_percent(&shares)
     };
@@ -361,6 +415,31 @@ pub fn decide_traffic(
     TrafficDecision { weights, phases: memory.phases.clone(), absorb, events }
 }
 
+/// A policy for tests: `n` clusters `c0`, `c1`, … weighted 1, 2, …; `c0` is the local one.
+#[cfg(test)]
+pub(crate) fn example_policy(n: usize) -> TrafficPolicy {
+    TrafficPolicy {
+        clusters: (0..n)
+            .map(|i| ClusterPolicy {
+                name: format!("c{i}"),
+                weight: 1.0 + i as f64,
+                threshold: 0.2,
+                breach_for: 30.0,
+                unreachable_after: 30.0,
+                local: i == 0,
+            })
+            .collect(),
+        shift_percent: 70.0,
+        hold_down: 120.0,
+        steps: vec![1.0, 5.0, 25.0, 50.0, 100.0],
+        step_interval: 60.0,
+        gates: vec![GatePolicy { name: "errors".into(), bound: 0.01, hold: 30.0 }],
+        prescale_survivors: true,
+        workers: super::Bounds { min: 2, max: 40 },
+        restore_after: 300.0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -368,22 +447,7 @@ mod tests {
     use super::*;
 
     fn policy(n: usize) -> TrafficPolicy {
-        TrafficPolicy {
-            clusters: (0..n)
-                .map(|i| ClusterPolicy {
-                    name: format!("c{i}"),
-                    weight: 1.0 + i as f64,
-                    threshold: 0.2,
-                    breach_for: 30.0,
-                    unreachable_after: 30.0,
-                })
-                .collect(),
-            shift_percent: 70.0,
-            hold_down: 120.0,
-            steps: vec![1.0, 5.0, 25.0, 50.0, 100.0],
-            step_interval: 60.0,
-            gates: vec![GatePolicy { name: "errors".into(), bound: 0.01, hold: 30.0 }],
-        }
+        example_policy(n)
     }
 
     /// Run with `health(t, cluster)` and `gate(t)` every 5 s.

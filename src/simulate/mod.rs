@@ -6,6 +6,12 @@
 //! simulated capacity (the trace's `brokers`/`workers` columns, or the initial replicas) — so
 //! adding replicas lowers utilization as it would. Demand dimensions are replayed as recorded.
 //! It is a model: it assumes new replicas are useful at once and load spreads evenly.
+//!
+//! Failover is replayed with the controller's own decision ([`engine::failover::decide`]) on
+//! the trace's `health:` and `gate:` columns: every survivor raise, route change and restore it
+//! asks for is taken as done. Each remote cluster's workers start at the initial workers and
+//! change only by failover; the local cluster's are the replayed plan's workers (raised by
+//! failover for the step it happens in, as the controller's next evaluation would read them).
 
 mod output;
 mod plot;
@@ -13,7 +19,9 @@ mod trace;
 
 use serde::Serialize;
 
-use crate::engine::{self, Action, CapacityKind, Decision, Memory, Policy, Reading, Replicas};
+use crate::engine::failover::{self, Applied, ClusterReading, FailoverEvent, FailoverReadings};
+use crate::engine::traffic::{FailoverPhase, TrafficMemory, TrafficPolicy, normal_weights};
+use crate::engine::{self, Action, CapacityKind, Decision, EventReason, Memory, Policy, Reading, Replicas};
 
 pub use output::{clock as output_clock, jsonl_line, print_table, summary_table};
 pub use plot::{PlotError, write_svg};
@@ -51,10 +59,69 @@ pub struct TrafficStep {
     pub clusters: Vec<String>,
     /// Traffic percent per cluster.
     pub weights: Vec<u32>,
-    /// Phase per cluster (`Healthy`, `Failed`, `FailingBack`).
-    pub phases: Vec<String>,
-    /// What happened (`FailoverStarted(eu)`, ...).
-    pub events: Vec<String>,
+    /// Phase per cluster.
+    pub phases: Vec<FailoverPhase>,
+    /// Per cluster during failback: the percent of the shifted traffic returned so far.
+    pub failback_percent: Vec<Option<f64>>,
+    /// Workers per cluster after the step (survivors raised and restored by failover).
+    pub survivors: Vec<u32>,
+    /// What happened, typed, with notes.
+    pub events: Vec<FailoverEvent>,
+}
+
+/// The failover world of a replay: the decision's memory, each cluster's workers and the
+/// route's weights, changed as the decision asks.
+struct FailoverWorld {
+    memory: TrafficMemory,
+    workers: Vec<u32>,
+    route: Vec<u32>,
+}
+
+impl FailoverWorld {
+    fn new(policy: &TrafficPolicy, workers: u32) -> Self {
+        Self {
+            memory: TrafficMemory::default(),
+            workers: vec![workers; policy.clusters.len()],
+            route: normal_weights(policy),
+        }
+    }
+
+    /// One failover evaluation at `t` on a trace row, with the local cluster at `local_workers`.
+    fn step(&mut self, policy: &TrafficPolicy, row: &TraceRow, local_workers: u32, t: f64) -> TrafficStep {
+        for (c, cluster) in policy.clusters.iter().enumerate() {
+            if cluster.local {
+                self.workers[c] = local_workers;
+            }
+        }
+        let readings = FailoverReadings {
+            clusters: (0..policy.clusters.len())
+                .map(|c| ClusterReading {
+                    health: row.health.get(c).copied().flatten(),
+                    reachable: true,
+                    workers: Some(self.workers[c]),
+                })
+                .collect(),
+            gates: row.gates.clone(),
+            route: Some(self.route.clone()),
+        };
+        let decision = failover::decide(policy, &self.memory, &readings, t);
+        for change in decision.raises.iter().chain(&decision.restores) {
+            self.workers[change.cluster] = change.to;
+        }
+        if decision.route_from.is_some() {
+            self.route = decision.weights.clone();
+        }
+        let settled = decision.settle(policy, &Applied::everything(&decision));
+        self.memory = settled.memory;
+        TrafficStep {
+            clusters: policy.clusters.iter().map(|c| c.name.clone()).collect(),
+            weights: decision.weights.clone(),
+            phases: decision.phases.iter().map(|p| p.kind()).collect(),
+            failback_percent: decision.phases.iter().map(|p| p.failback_percent(policy)).collect(),
+            survivors: self.workers.clone(),
+            events: decision.events.into_iter().chain(settled.events).collect(),
+        }
+    }
 }
 
 /// A whole replay.
@@ -90,15 +157,11 @@ pub fn replay(label: &str, policy: &Policy, yardstick: &Policy, trace: &Trace, o
         brokers: policy.brokers.clamp(options.initial.brokers),
         workers: policy.workers.clamp(options.initial.workers),
     };
-    let mut row_index = 0;
     let mut readings = Vec::with_capacity(policy.dimensions.len());
-    let mut traffic_memory = engine::traffic::TrafficMemory::default();
+    let mut failover_world = policy.traffic.as_ref().map(|tp| FailoverWorld::new(tp, current.workers));
     for i in 0..steps_count {
         let t = i as f64 * interval;
-        while row_index + 1 < trace.rows.len() && trace.rows[row_index + 1].t <= t + 1e-9 {
-            row_index += 1;
-        }
-        let row = &trace.rows[row_index];
+        let row = trace.row_at(t);
         readings.clear();
         for (dim, cell) in policy.dimensions.iter().zip(&row.values) {
             let reading = match cell {
@@ -120,25 +183,10 @@ pub fn replay(label: &str, policy: &Policy, yardstick: &Policy, trace: &Trace, o
         }
         let decision = engine::step(policy, &mut memory, t, &readings, current);
         current = decision.desired;
-        let traffic = policy.traffic.as_ref().map(|tp| {
-            let d = engine::traffic::decide_traffic(tp, &mut traffic_memory, &row.health, &row.gates, t);
-            TrafficStep {
-                clusters: tp.clusters.iter().map(|c| c.name.clone()).collect(),
-                weights: d.weights,
-                phases: d
-                    .phases
-                    .iter()
-                    .map(|p| match p {
-                        engine::traffic::ClusterPhase::Healthy => "Healthy".to_string(),
-                        engine::traffic::ClusterPhase::Failed { .. } => "Failed".to_string(),
-                        engine::traffic::ClusterPhase::FailingBack { step, .. } => {
-                            format!("FailingBack({}%)", tp.steps.get(*step).copied().unwrap_or(100.0))
-                        }
-                    })
-                    .collect(),
-                events: d.events.iter().map(|e| format!("{e:?}").replace('"', "")).collect(),
-            }
-        });
+        let traffic = match (&policy.traffic, &mut failover_world) {
+            (Some(tp), Some(world)) => Some(world.step(tp, row, decision.desired.workers, t)),
+            _ => None,
+        };
         steps.push(ReplayStep { t, decision, traffic });
     }
     Replay {
@@ -183,6 +231,25 @@ pub struct Summary {
     pub secs_failed_over: f64,
 }
 
+impl TrafficStep {
+    /// Per cluster: `Healthy`, `Failed` or `FailingBack(p%)`.
+    pub fn phase_labels(&self) -> Vec<String> {
+        self.phases
+            .iter()
+            .zip(&self.failback_percent)
+            .map(|(phase, percent)| match percent {
+                Some(p) => format!("{phase}({p}%)"),
+                None => phase.to_string(),
+            })
+            .collect()
+    }
+
+    /// The events as `Reason(cluster)` labels.
+    pub fn event_labels(&self) -> Vec<String> {
+        self.events.iter().map(FailoverEvent::label).collect()
+    }
+}
+
 impl Replay {
     /// Summarise.
     pub fn summary(&self) -> Summary {
@@ -206,8 +273,8 @@ impl Replay {
             }
             s.peak_brokers = s.peak_brokers.max(d.desired.brokers);
             if let Some(traffic) = &step.traffic {
-                s.failovers += traffic.events.iter().filter(|e| e.starts_with("FailoverStarted")).count();
-                if traffic.phases.iter().any(|p| p != "Healthy") {
+                s.failovers += traffic.events.iter().filter(|e| e.reason == EventReason::FailoverStarted).count();
+                if traffic.phases.iter().any(|p| *p != FailoverPhase::Healthy) {
                     s.secs_failed_over += self.interval;
                 }
             }

@@ -27,9 +27,12 @@ struct JsonStep<'a> {
     traffic: Option<BTreeMap<&'a str, u32>>,
     /// Failover phase per cluster.
     #[serde(skip_serializing_if = "Option::is_none")]
-    phase: Option<BTreeMap<&'a str, &'a str>>,
+    phase: Option<BTreeMap<&'a str, String>>,
+    /// Workers per cluster after failover's raises and restores.
     #[serde(skip_serializing_if = "Option::is_none")]
-    traffic_events: Option<&'a [String]>,
+    survivors: Option<BTreeMap<&'a str, u32>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    traffic_events: Option<Vec<String>>,
 }
 
 #[derive(Serialize)]
@@ -80,11 +83,12 @@ pub fn jsonl_line(step: &ReplayStep) -> String {
             .traffic
             .as_ref()
             .map(|t| t.clusters.iter().map(String::as_str).zip(t.weights.iter().copied()).collect()),
-        phase: step
+        phase: step.traffic.as_ref().map(|t| t.clusters.iter().map(String::as_str).zip(t.phase_labels()).collect()),
+        survivors: step
             .traffic
             .as_ref()
-            .map(|t| t.clusters.iter().map(String::as_str).zip(t.phases.iter().map(String::as_str)).collect()),
-        traffic_events: step.traffic.as_ref().map(|t| t.events.as_slice()).filter(|e| !e.is_empty()),
+            .map(|t| t.clusters.iter().map(String::as_str).zip(t.survivors.iter().copied()).collect()),
+        traffic_events: step.traffic.as_ref().map(|t| t.event_labels()).filter(|e| !e.is_empty()),
     };
     serde_json::to_string(&line).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
@@ -137,7 +141,13 @@ pub fn print_table(out: &mut impl Write, replay: &Replay) -> io::Result<()> {
         }
         previous_missing = missing;
         if let Some(t) = step.traffic.as_ref().filter(|t| !t.events.is_empty()) {
-            let split: Vec<String> = t.clusters.iter().zip(&t.weights).map(|(c, w)| format!("{c} {w}%")).collect();
+            let split: Vec<String> = t
+                .clusters
+                .iter()
+                .zip(&t.weights)
+                .zip(&t.survivors)
+                .map(|((c, w), workers)| format!("{c} {w}% ({workers} workers)"))
+                .collect();
             writeln!(
                 out,
                 "{:>8}  {:<9}  {:>7}  {:>7}  {:>5}  traffic {} — {}",
@@ -147,7 +157,7 @@ pub fn print_table(out: &mut impl Write, replay: &Replay) -> io::Result<()> {
                 "",
                 "",
                 split.join(", "),
-                t.events.join(", ")
+                t.event_labels().join(", ")
             )?;
         }
     }

@@ -43,11 +43,11 @@ fn draw(
     baseline: Option<&Replay>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let with_traffic = replay.steps.first().is_some_and(|s| s.traffic.is_some());
-    let height = if with_traffic { 1300 } else { 1000 };
+    let height = if with_traffic { 1600 } else { 1000 };
     let root = SVGBackend::new(path, (1280, height)).into_drawing_area();
     root.fill(&WHITE)?;
     let root = root.titled(title, ("sans-serif", 22))?;
-    let panels = root.split_evenly((if with_traffic { 4 } else { 3 }, 1));
+    let panels = root.split_evenly((if with_traffic { 5 } else { 3 }, 1));
     let end = replay.steps.last().map(|s| s.t).unwrap_or(0.0).max(replay.interval);
     // Time in hours for long replays, minutes otherwise, so the axis gets round ticks.
     let (unit, unit_name) =
@@ -151,6 +151,30 @@ fn draw(
             let weight =
                 |s: &super::ReplayStep| s.traffic.as_ref().and_then(|t| t.weights.get(i)).map(|w| f64::from(*w));
             lines(&mut chart, segments(replay, unit, weight), PALETTE[i % PALETTE.len()].stroke_width(2), name)?;
+        }
+        legend(&mut chart)?;
+
+        // 5. Workers per cluster: survivors raised before traffic moves, restored after.
+        let workers_of = |i: usize| {
+            move |s: &super::ReplayStep| s.traffic.as_ref().and_then(|t| t.survivors.get(i)).map(|w| f64::from(*w))
+        };
+        let top = replay
+            .steps
+            .iter()
+            .filter_map(|s| s.traffic.as_ref())
+            .flat_map(|t| t.survivors.iter().copied())
+            .max()
+            .unwrap_or(1);
+        let mut chart = panel(
+            &panels[4],
+            "Workers per cluster (survivors raised by failover, restored after)",
+            x_end,
+            f64::from(top) * 1.15 + 1.0,
+            unit_name,
+            "workers",
+        )?;
+        for (i, name) in names.iter().enumerate() {
+            lines(&mut chart, segments(replay, unit, workers_of(i)), PALETTE[i % PALETTE.len()].stroke_width(2), name)?;
         }
         legend(&mut chart)?;
     }

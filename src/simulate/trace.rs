@@ -9,7 +9,8 @@
 use std::io::Read;
 
 use crate::engine::Policy;
-use crate::prometheus::{PrometheusSource, QueryError};
+use crate::plan::{CompiledPlan, QueryRole};
+use crate::prometheus::{PrometheusSource, QueryError, value_at};
 
 /// One row: the time and the raw cells, aligned with the plan's dimensions.
 #[derive(Clone, Debug, PartialEq)]
@@ -62,10 +63,12 @@ pub enum TraceError {
     #[error("trace has no rows")]
     Empty,
     /// A history query failed.
-    #[error("history for dimension {dimension}: {source}")]
+    #[error("history for {role} {name}: {source}")]
     History {
-        /// Dimension name.
-        dimension: String,
+        /// What the query is for.
+        role: QueryRole,
+        /// The dimension, cluster or gate name.
+        name: String,
         /// The query error.
         source: QueryError,
     },
@@ -209,13 +212,12 @@ impl Trace {
         Ok(Self { columns, rows, start_unix })
     }
 
-    /// Build a trace from Prometheus history: one range query per dimension over
-    /// `[from, to]` (unix seconds) every `step` seconds.
+    /// Build a trace from Prometheus history: one range query per query of the plan (dimensions,
+    /// cluster health, gates) over `[from, to]` (unix seconds), read on a grid of `step` seconds
+    /// with [`value_at`], the same alignment the controller uses to replay history after a gap.
     pub async fn from_prometheus(
         source: &PrometheusSource,
-        policy: &Policy,
-        queries: &[String],
-        traffic_queries: (&[String], &[String]),
+        plan: &CompiledPlan,
         from: i64,
         to: i64,
         step: f64,
@@ -224,49 +226,42 @@ impl Trace {
             return Err(TraceError::Csv(format!("--to ({to}) must be after --from ({from})")));
         }
         let mut series = Vec::new();
-        for (dim, query) in policy.dimensions.iter().zip(queries) {
-            let samples = source
-                .range(query, from, to, step)
-                .await
-                .map_err(|source| TraceError::History { dimension: dim.name.clone(), source })?;
-            let by_time: std::collections::HashMap<i64, f64> =
-                samples.into_iter().map(|(t, v)| ((t * 1000.0).round() as i64, v)).collect();
-            series.push(by_time);
+        for query in &plan.queries {
+            let samples = source.range(&query.promql, from, to, step).await.map_err(|source| TraceError::History {
+                role: query.role,
+                name: query.name.clone(),
+                source,
+            })?;
+            series.push((query.role, samples));
         }
-        let mut extra = Vec::new();
-        for (query, label) in traffic_queries.0.iter().chain(traffic_queries.1).zip(std::iter::repeat("health or gate"))
-        {
-            let samples = source
-                .range(query, from, to, step)
-                .await
-                .map_err(|source| TraceError::History { dimension: label.to_string(), source })?;
-            extra.push(
-                samples
-                    .into_iter()
-                    .map(|(t, v)| ((t * 1000.0).round() as i64, v))
-                    .collect::<std::collections::HashMap<i64, f64>>(),
-            );
-        }
-        let (health_series, gate_series) = extra.split_at(traffic_queries.0.len().min(extra.len()));
+        let at = |role: QueryRole, t: f64| -> Vec<Option<f64>> {
+            series.iter().filter(|(r, _)| *r == role).map(|(_, s)| value_at(s, t, step)).collect()
+        };
         let mut rows = Vec::new();
         let mut t = from as f64;
         while t <= to as f64 + 1e-9 {
-            let key = (t * 1000.0).round() as i64;
             rows.push(TraceRow {
                 t: t - from as f64,
-                values: series.iter().map(|s| s.get(&key).copied()).collect(),
+                values: at(QueryRole::Dimension, t),
                 brokers: None,
                 workers: None,
-                health: health_series.iter().map(|s| s.get(&key).copied()).collect(),
-                gates: gate_series.iter().map(|s| s.get(&key).copied()).collect(),
+                health: at(QueryRole::Health, t),
+                gates: at(QueryRole::Gate, t),
             });
             t += step;
         }
         Ok(Self {
-            columns: policy.dimensions.iter().map(|d| d.name.clone()).collect(),
+            columns: plan.queries(QueryRole::Dimension).map(|q| q.name.clone()).collect(),
             rows,
             start_unix: Some(from as f64),
         })
+    }
+
+    /// The row an evaluation at `t` (seconds from the start) reads: the latest at or before `t`.
+    /// A trace has at least one row.
+    pub fn row_at(&self, t: f64) -> &TraceRow {
+        let after = self.rows.partition_point(|r| r.t <= t + 1e-9);
+        &self.rows[after.saturating_sub(1)]
     }
 
     /// Seconds from the first to the last row.

@@ -1,0 +1,113 @@
+//! Every Event reason the operator publishes, in one enum shared by the engine (which says what
+//! happened), the controller (which publishes it) and `simulate` (which prints and counts it).
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// An Event reason (PascalCase, as Kubernetes shows it in `kubectl get events`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum EventReason {
+    /// Scaling: replicas were raised.
+    ScaledUp,
+    /// Scaling: replicas were lowered.
+    ScaledDown,
+    /// Scaling: bounds, step limits or the workers-per-broker bound cut a change.
+    ScalingLimited,
+    /// `spec.paused` kept a change from being made.
+    Paused,
+    /// Some dimension had no usable value (Warning).
+    MetricsUnavailable,
+    /// The plan breaks a validation rule (Warning).
+    InvalidPlan,
+    /// A scale target does not exist (Warning).
+    TargetNotFound,
+    /// RBAC refused reading or setting a scale target (Warning).
+    TargetForbidden,
+    /// A remote cluster's client could not be built from its kubeconfig Secret (Warning).
+    ClusterUnreachable,
+    /// A cluster's health breach was confirmed (Warning).
+    ClusterUnhealthy,
+    /// Traffic starts moving away from a failed cluster.
+    FailoverStarted,
+    /// A failed cluster has been healthy for the hold-down; failback begins.
+    ClusterRecovered,
+    /// Failback advanced one step.
+    FailbackStep,
+    /// A gate failed during failback; one step back (Warning).
+    FailbackRolledBack,
+    /// Failback reached the cluster's full share.
+    FailbackCompleted,
+    /// No cluster is healthy; the route keeps its weights (Warning).
+    AllClustersUnhealthy,
+    /// The route could not be read (Warning).
+    RouteUnavailable,
+    /// Survivors' workers were raised before traffic moved.
+    SurvivorsScaled,
+    /// Raising a survivor failed; traffic was not moved (Warning).
+    SurvivorsNotScaled,
+    /// The route's weights were set.
+    TrafficShifted,
+    /// Setting the route's weights failed (Warning).
+    TrafficNotShifted,
+    /// Workers raised by a failover were brought back.
+    SurvivorsRestored,
+    /// Restoring raised workers failed (Warning).
+    SurvivorsNotRestored,
+}
+
+impl EventReason {
+    /// The reason string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventReason::ScaledUp => "ScaledUp",
+            EventReason::ScaledDown => "ScaledDown",
+            EventReason::ScalingLimited => "ScalingLimited",
+            EventReason::Paused => "Paused",
+            EventReason::MetricsUnavailable => "MetricsUnavailable",
+            EventReason::InvalidPlan => "InvalidPlan",
+            EventReason::TargetNotFound => "TargetNotFound",
+            EventReason::TargetForbidden => "TargetForbidden",
+            EventReason::ClusterUnreachable => "ClusterUnreachable",
+            EventReason::ClusterUnhealthy => "ClusterUnhealthy",
+            EventReason::FailoverStarted => "FailoverStarted",
+            EventReason::ClusterRecovered => "ClusterRecovered",
+            EventReason::FailbackStep => "FailbackStep",
+            EventReason::FailbackRolledBack => "FailbackRolledBack",
+            EventReason::FailbackCompleted => "FailbackCompleted",
+            EventReason::AllClustersUnhealthy => "AllClustersUnhealthy",
+            EventReason::RouteUnavailable => "RouteUnavailable",
+            EventReason::SurvivorsScaled => "SurvivorsScaled",
+            EventReason::SurvivorsNotScaled => "SurvivorsNotScaled",
+            EventReason::TrafficShifted => "TrafficShifted",
+            EventReason::TrafficNotShifted => "TrafficNotShifted",
+            EventReason::SurvivorsRestored => "SurvivorsRestored",
+            EventReason::SurvivorsNotRestored => "SurvivorsNotRestored",
+        }
+    }
+
+    /// Whether the Event is a Warning (something is wrong) rather than Normal.
+    pub fn is_warning(self) -> bool {
+        matches!(
+            self,
+            EventReason::MetricsUnavailable
+                | EventReason::InvalidPlan
+                | EventReason::TargetNotFound
+                | EventReason::TargetForbidden
+                | EventReason::ClusterUnreachable
+                | EventReason::ClusterUnhealthy
+                | EventReason::FailbackRolledBack
+                | EventReason::AllClustersUnhealthy
+                | EventReason::RouteUnavailable
+                | EventReason::SurvivorsNotScaled
+                | EventReason::TrafficNotShifted
+                | EventReason::SurvivorsNotRestored
+        )
+    }
+}
+
+impl fmt::Display for EventReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
