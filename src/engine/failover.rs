@@ -20,6 +20,13 @@
 //! A caller that must not act (paused, not leading) settles with [`Applied::nothing`]: the state
 //! machine still advances, so status shows what would have happened, and nothing is remembered
 //! as done.
+//!
+//! Room to grow without a second decision path: a drill or a drain is one more per-cluster
+//! reading (a cluster told to count as breached, or to be emptied) that the state machine reads
+//! beside health; a manual approval sits between decide and apply — the decision says what it
+//! would do, the caller applies what was approved and settles with exactly that, so the memory
+//! never records an unapproved change as made. Another router kind only changes how the caller
+//! applies `route_from → weights`.
 
 use serde::Serialize;
 
