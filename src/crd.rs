@@ -323,12 +323,17 @@ fn default_interval() -> GoDuration {
 }
 
 /// How to reach Prometheus (or any server with the Prometheus HTTP query API, such as Thanos
-/// Query or Mimir).
+/// Query, Mimir or Cortex): the address, at most one way to authenticate (a bearer token, basic
+/// auth, or a client certificate), extra headers such as a tenant's `X-Scope-OrgID`, and TLS.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new("!has(self.tls) || !has(self.tls.insecureSkipVerify) || !self.tls.insecureSkipVerify || self.address.startsWith('https://')")
         .message("tls.insecureSkipVerify only applies to an https:// address: remove it or use https"),
+    validation = Rule::new("(has(self.bearerTokenSecretRef) ? 1 : 0) + (has(self.basicAuth) ? 1 : 0) + (has(self.tls) && has(self.tls.clientCertificate) ? 1 : 0) <= 1")
+        .message("set at most one way to authenticate to Prometheus: bearerTokenSecretRef, basicAuth, or tls.clientCertificate"),
+    validation = Rule::new("!has(self.tls) || !has(self.tls.clientCertificate) || self.address.startsWith('https://')")
+        .message("tls.clientCertificate needs an https:// address: a client certificate is only sent over TLS"),
 )]
 pub struct PrometheusConnection {
     /// Base URL of the Prometheus HTTP API, for example
@@ -336,6 +341,14 @@ pub struct PrometheusConnection {
     #[schemars(length(max = 2048))]
     #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')").message("prometheus.address must start with http:// or https://, for example http://prometheus-operated.monitoring.svc:9090"))]
     pub address: String,
+
+    /// Path under the address where the Prometheus HTTP API lives, when it is not at the root:
+    /// `/prometheus` for Mimir and Cortex, `/select/0/prometheus` for VictoriaMetrics cluster.
+    /// Queries go to `<address><pathPrefix>/api/v1/query`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    #[x_kube(validation = Rule::new("self.matches('^/[^?#]*$')").message("pathPrefix must start with / and hold no query or fragment, such as /prometheus"))]
+    pub path_prefix: Option<String>,
 
     /// How long one query may take before it counts as failed (Go duration, 100ms to 5m).
     #[serde(default = "default_query_timeout")]
@@ -347,6 +360,22 @@ pub struct PrometheusConnection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bearer_token_secret_ref: Option<SecretKeyRef>,
 
+    /// HTTP basic auth with a username and password read from a Secret in the plan's namespace
+    /// (a `kubernetes.io/basic-auth` Secret has the default keys). Never logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuth>,
+
+    /// Extra HTTP headers sent with every query, such as `X-Scope-OrgID` for a Mimir, Cortex or
+    /// multi-tenant Thanos tenant. Each value is literal or read from a Secret. Up to 16 unique
+    /// names; `Authorization` is set through bearerTokenSecretRef or basicAuth instead.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(
+        validation = Rule::new("self.all(h, self.filter(g, g.name.lowerAscii() == h.name.lowerAscii()).size() == 1)").message("header names must be unique (case-insensitive): merge the duplicate headers"),
+        validation = Rule::new("self.all(h, h.name.lowerAscii() != 'authorization' && h.name.lowerAscii() != 'host' && h.name.lowerAscii() != 'content-length')").message("headers cannot set Authorization, Host or Content-Length: use bearerTokenSecretRef or basicAuth for credentials"),
+    )]
+    pub headers: Vec<HttpHeader>,
+
     /// TLS settings for an https:// address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<PrometheusTls>,
@@ -354,6 +383,49 @@ pub struct PrometheusConnection {
 
 fn default_query_timeout() -> GoDuration {
     GoDuration::from_secs(5)
+}
+
+/// Basic auth credentials in a Secret in the plan's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BasicAuth {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+    /// Key holding the username (default `username`).
+    #[serde(default = "default_username_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub username_key: String,
+    /// Key holding the password (default `password`).
+    #[serde(default = "default_password_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub password_key: String,
+}
+
+fn default_username_key() -> String {
+    "username".into()
+}
+fn default_password_key() -> String {
+    "password".into()
+}
+
+/// One extra request header: exactly one of `value` and `secretKeyRef`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.value) != has(self.secretKeyRef)").message("set exactly one of value and secretKeyRef for each header"))]
+pub struct HttpHeader {
+    /// Header name, such as `X-Scope-OrgID`.
+    #[schemars(length(min = 1, max = 128))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9][A-Za-z0-9_.-]*$')").message("header name must be letters, digits, '-', '_' and '.', such as X-Scope-OrgID"))]
+    pub name: String,
+    /// A literal value, such as the tenant ID. Shown by `kubectl get`; use secretKeyRef for
+    /// anything secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
+    pub value: Option<String>,
+    /// A Secret key in the plan's namespace holding the value. Never logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<SecretKeyRef>,
 }
 
 /// TLS settings for the Prometheus connection.
@@ -364,10 +436,38 @@ pub struct PrometheusTls {
     /// certificate, added to the system roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret_ref: Option<SecretKeyRef>,
+    /// A client certificate and key (mutual TLS) from a Secret in the plan's namespace, for a
+    /// server that requires one. A `kubernetes.io/tls` Secret has the default keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<ClientCertificate>,
     /// Skip verification of the server certificate. Only for testing: anyone on the path can
     /// then read and change the metrics the plan scales on.
     #[serde(default)]
     pub insecure_skip_verify: bool,
+}
+
+/// A PEM client certificate (chain) and its private key in a Secret.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientCertificate {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+    /// Key holding the PEM certificate, leaf first (default `tls.crt`).
+    #[serde(default = "default_cert_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub cert_key: String,
+    /// Key holding the PEM private key (default `tls.key`). Never logged.
+    #[serde(default = "default_key_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key_key: String,
+}
+
+fn default_cert_key() -> String {
+    "tls.crt".into()
+}
+fn default_key_key() -> String {
+    "tls.key".into()
 }
 
 /// A key in a Secret in the plan's namespace.

@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use fulfillment_operator::{
     engine::Replicas,
     plan,
-    prometheus::{PrometheusConfig, PrometheusSource},
+    prometheus::{BasicCredentials, ClientIdentity, ExtraHeader, PrometheusConfig, PrometheusSource},
     simulate::{self, ReplayOptions, Trace},
 };
 
@@ -29,6 +29,9 @@ enum Command {
     Simulate(Box<SimulateArgs>),
     /// Run the controller: watch FulfillmentPlans and scale their brokers and workers.
     Run(Box<RunArgs>),
+    /// List every metric the operator exports on /metrics (sample name, type, help), for
+    /// writing dashboards and alerts.
+    Metrics,
     /// Check a plan file against the CRD's rules without a cluster.
     Validate {
         /// The plan YAML, as you would `kubectl apply` it.
@@ -101,9 +104,29 @@ struct SimulateArgs {
     /// Resolution of the history's range queries (Go duration).
     #[arg(long, default_value = "15s")]
     step: String,
+    /// Path of the Prometheus HTTP API under --prometheus, when it is not at the root
+    /// (`/prometheus` for Mimir and Cortex).
+    #[arg(long)]
+    path_prefix: Option<String>,
     /// File holding a bearer token for --prometheus.
-    #[arg(long, env = "FULFILLMENT_PROMETHEUS_TOKEN_FILE")]
+    #[arg(long, env = "FULFILLMENT_PROMETHEUS_TOKEN_FILE", conflicts_with_all = ["basic_auth_user", "client_cert"])]
     bearer_token_file: Option<PathBuf>,
+    /// Basic auth username for --prometheus (the password comes from --basic-auth-password-file).
+    #[arg(long, requires = "basic_auth_password_file", conflicts_with = "client_cert")]
+    basic_auth_user: Option<String>,
+    /// File holding the basic auth password.
+    #[arg(long, env = "FULFILLMENT_PROMETHEUS_PASSWORD_FILE", requires = "basic_auth_user")]
+    basic_auth_password_file: Option<PathBuf>,
+    /// PEM client certificate for a --prometheus that requires mutual TLS (with --client-key).
+    #[arg(long, requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// PEM private key of --client-cert.
+    #[arg(long, requires = "client_cert")]
+    client_key: Option<PathBuf>,
+    /// Extra request header `NAME=VALUE` (repeatable), such as `X-Scope-OrgID=tenant-1`;
+    /// `NAME=@FILE` reads the value from a file and keeps it out of the process list.
+    #[arg(long = "header", value_name = "NAME=VALUE")]
+    headers: Vec<String>,
     /// PEM CA bundle for an https --prometheus.
     #[arg(long)]
     ca_file: Option<PathBuf>,
@@ -144,6 +167,15 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Crd => {
             print!("{}", plan::crd_yaml());
+            Ok(())
+        }
+        Command::Metrics => {
+            let metrics = fulfillment_operator::telemetry::Metrics::default();
+            for m in metrics.exported() {
+                for name in m.series_names() {
+                    println!("{name}\t{}\t{}", m.kind.as_str(), m.help);
+                }
+            }
             Ok(())
         }
         Command::Validate { plan } => plan::load(&plan)
@@ -232,6 +264,41 @@ fn parse_when(text: &str, flag: &str, now: i64) -> Result<i64, String> {
     })
 }
 
+/// The credentials, headers and CA of `simulate --prometheus`, read from their files.
+fn connection_files(args: &SimulateArgs) -> Result<PrometheusConfig, String> {
+    let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+    let read_text = |p: &PathBuf| std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+    let mut headers = Vec::new();
+    for header in &args.headers {
+        let Some((name, value)) = header.split_once('=') else {
+            return Err(format!(
+                "--header {header:?} must be NAME=VALUE or NAME=@FILE, such as X-Scope-OrgID=tenant-1"
+            ));
+        };
+        let (value, sensitive) = match value.strip_prefix('@') {
+            Some(path) => (read_text(&PathBuf::from(path))?, true),
+            None => (value.to_string(), false),
+        };
+        headers.push(ExtraHeader { name: name.trim().to_string(), value, sensitive });
+    }
+    let basic_auth = match (&args.basic_auth_user, &args.basic_auth_password_file) {
+        (Some(username), Some(p)) => Some(BasicCredentials { username: username.clone(), password: read_text(p)? }),
+        _ => None,
+    };
+    let client_identity = match (&args.client_cert, &args.client_key) {
+        (Some(cert), Some(key)) => Some(ClientIdentity { cert_pem: read(cert)?, key_pem: read(key)? }),
+        _ => None,
+    };
+    Ok(PrometheusConfig {
+        bearer_token: args.bearer_token_file.as_ref().map(read_text).transpose()?,
+        basic_auth,
+        client_identity,
+        headers,
+        ca_pem: args.ca_file.as_ref().map(read).transpose()?,
+        ..Default::default()
+    })
+}
+
 fn run_simulate(args: SimulateArgs) -> Result<(), String> {
     let plan = plan::load(&args.plan).map_err(|e| e.to_string())?;
     let compiled = plan::CompiledPlan::new(&plan);
@@ -254,22 +321,17 @@ fn run_simulate(args: SimulateArgs) -> Result<(), String> {
         if step.as_secs_f64() < 1.0 {
             return Err("--step must be at least 1s".into());
         }
-        let bearer_token = match &args.bearer_token_file {
-            Some(p) => Some(std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?),
-            None => None,
-        };
-        let ca_pem = match &args.ca_file {
-            Some(p) => Some(std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?),
-            None => None,
-        };
-        let source = PrometheusSource::new(&PrometheusConfig {
+        let config = PrometheusConfig {
             address: url,
+            path_prefix: args.path_prefix.clone().unwrap_or_default(),
             timeout: plan.spec.prometheus.timeout.as_std().max(std::time::Duration::from_secs(30)),
-            bearer_token,
-            ca_pem,
-            insecure_skip_verify: false,
-        })
-        .map_err(|e| e.to_string())?;
+            ..connection_files(&args)?
+        };
+        let source = PrometheusSource::new(&config).map_err(|e| e.to_string())?;
+        let queries: Vec<String> = plan.spec.dimensions.iter().map(|d| d.query.clone()).collect();
+        let health: Vec<String> = plan.spec.clusters.iter().map(|c| c.health.query.clone()).collect();
+        let gates: Vec<String> =
+            plan.spec.traffic.iter().flat_map(|t| t.failback.gates.iter().map(|g| g.query.clone())).collect();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -1,43 +1,167 @@
 //! The metric source: instant and range queries against the Prometheus HTTP API, built on
-//! `prometheus-http-query` with our own `reqwest` client (timeout, bearer token, custom CA).
+//! `prometheus-http-query` with our own `reqwest` client: timeout, one way to authenticate
+//! (bearer token, basic auth or a client certificate), extra headers (a tenant's
+//! `X-Scope-OrgID`), a path prefix (Mimir's `/prometheus`) and a custom CA.
 //!
 //! A plan's query must return exactly one sample. The source keeps apart what the engine and
 //! the user need to tell apart: no data (an empty result), not a number (a NaN sample — left to
 //! [`crate::engine::Reading::from_f64`]), more than one series (an error naming the series: the
 //! query must aggregate), and a failed query (unreachable, timeout, HTTP error, or Prometheus's
-//! own PromQL error text).
+//! own PromQL error text). Refused credentials (HTTP 401/403) and failed TLS handshakes are their
+//! own kinds, with a hint naming the setting to check: they are not "unreachable".
 
 use std::{collections::HashMap, fmt, time::Duration};
 
 use prometheus_http_query::{Client, Error as PromError, response::Data};
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+use reqwest::StatusCode;
+use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, HOST, HeaderMap, HeaderName, HeaderValue};
 
 use crate::engine::{Missing, Reading};
 
 /// How to reach one Prometheus server.
-#[derive(Clone, Default)]
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct PrometheusConfig {
     /// Base URL, `http://` or `https://`.
     pub address: String,
+    /// Path of the HTTP API under the address (`/prometheus` for Mimir); empty for the root.
+    pub path_prefix: String,
     /// Per-query timeout (connect + response).
     pub timeout: Duration,
     /// Bearer token sent on every request. Never printed.
     pub bearer_token: Option<String>,
+    /// Basic auth credentials. Never printed.
+    pub basic_auth: Option<BasicCredentials>,
+    /// PEM client certificate (chain) and private key for mutual TLS. The key is never printed.
+    pub client_identity: Option<ClientIdentity>,
+    /// Extra request headers (a tenant's `X-Scope-OrgID`, ...).
+    pub headers: Vec<ExtraHeader>,
     /// PEM CA bundle added to the system roots.
     pub ca_pem: Option<Vec<u8>>,
     /// Accept any server certificate (testing only).
     pub insecure_skip_verify: bool,
 }
 
+/// A username and password for HTTP basic auth.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct BasicCredentials {
+    /// The username.
+    pub username: String,
+    /// The password. Never printed.
+    pub password: String,
+}
+
+/// A client certificate and its key, both PEM.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ClientIdentity {
+    /// The certificate, leaf first, optionally followed by intermediates.
+    pub cert_pem: Vec<u8>,
+    /// The private key (PKCS#8, PKCS#1 or SEC1). Never printed.
+    pub key_pem: Vec<u8>,
+}
+
+/// One extra request header.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ExtraHeader {
+    /// Header name.
+    pub name: String,
+    /// Header value.
+    pub value: String,
+    /// Whether the value came from a Secret: then it is never printed and is marked sensitive
+    /// on the wire (not compressed into HTTP/2 header tables).
+    pub sensitive: bool,
+}
+
 impl fmt::Debug for PrometheusConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PrometheusConfig")
             .field("address", &self.address)
+            .field("path_prefix", &self.path_prefix)
             .field("timeout", &self.timeout)
             .field("bearer_token", &self.bearer_token.as_ref().map(|_| "<redacted>"))
+            .field("basic_auth", &self.basic_auth)
+            .field("client_identity", &self.client_identity)
+            .field("headers", &self.headers)
             .field("ca_pem", &self.ca_pem.as_ref().map(|c| format!("{} bytes", c.len())))
             .field("insecure_skip_verify", &self.insecure_skip_verify)
             .finish()
+    }
+}
+
+impl fmt::Debug for BasicCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BasicCredentials").field("username", &self.username).field("password", &"<redacted>").finish()
+    }
+}
+
+impl fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientIdentity")
+            .field("cert_pem", &format!("{} bytes", self.cert_pem.len()))
+            .field("key_pem", &"<redacted>")
+            .finish()
+    }
+}
+
+impl fmt::Debug for ExtraHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let value = if self.sensitive { "<redacted>" } else { self.value.as_str() };
+        f.debug_struct("ExtraHeader").field("name", &self.name).field("value", &value).finish()
+    }
+}
+
+impl PrometheusConfig {
+    /// How the connection authenticates, for error messages (`basic auth`, ...).
+    pub fn auth_mode(&self) -> AuthMode {
+        if self.bearer_token.is_some() {
+            AuthMode::BearerToken
+        } else if self.basic_auth.is_some() {
+            AuthMode::BasicAuth
+        } else if self.client_identity.is_some() {
+            AuthMode::ClientCertificate
+        } else {
+            AuthMode::None
+        }
+    }
+}
+
+/// The one way a connection authenticates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum AuthMode {
+    /// No credentials.
+    #[default]
+    None,
+    /// `Authorization: Bearer`.
+    BearerToken,
+    /// `Authorization: Basic`.
+    BasicAuth,
+    /// A TLS client certificate.
+    ClientCertificate,
+}
+
+impl AuthMode {
+    /// What to check when the server says 401 or 403.
+    fn hint(self) -> &'static str {
+        match self {
+            AuthMode::None => {
+                "the server wants credentials: set bearerTokenSecretRef, basicAuth or tls.clientCertificate, or the tenant header (such as X-Scope-OrgID) it expects"
+            }
+            AuthMode::BearerToken => "check the token in the bearerTokenSecretRef Secret (expired or revoked?)",
+            AuthMode::BasicAuth => "check the username and password keys of the basicAuth Secret",
+            AuthMode::ClientCertificate => {
+                "the client certificate was accepted for TLS but not allowed to query: check its subject with the server's access rules"
+            }
+        }
+    }
+}
+
+impl fmt::Display for AuthMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AuthMode::None => "no credentials",
+            AuthMode::BearerToken => "a bearer token",
+            AuthMode::BasicAuth => "basic auth",
+            AuthMode::ClientCertificate => "a client certificate",
+        })
     }
 }
 
@@ -60,6 +184,27 @@ pub enum ConfigError {
         "the Prometheus bearer token contains characters not allowed in an HTTP header (check the Secret for a trailing newline or binary data)"
     )]
     Token,
+    /// The basic auth credentials cannot be sent in a header.
+    #[error(
+        "the Prometheus basic auth username or password contains characters not allowed in an HTTP header (check the Secret for a trailing newline or binary data)"
+    )]
+    BasicAuth,
+    /// The client certificate or key is not usable.
+    #[error(
+        "the Prometheus client certificate or key is not usable: {0} (the certificate and the key must be PEM; check the Secret's keys)"
+    )]
+    ClientIdentity(String),
+    /// An extra header is not a valid HTTP header.
+    #[error("header {name:?} cannot be sent: {detail}")]
+    Header {
+        /// Header name.
+        name: String,
+        /// What is wrong.
+        detail: &'static str,
+    },
+    /// The path prefix is not a path.
+    #[error("pathPrefix {0:?} must start with / and hold no query or fragment, such as /prometheus")]
+    PathPrefix(String),
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client for Prometheus: {0}")]
     Client(String),
@@ -94,6 +239,30 @@ pub enum QueryError {
         /// The connection error.
         detail: String,
     },
+    /// The server refused the request's credentials (HTTP 401 or 403): unlike an unreachable
+    /// server, retrying will not help until the credentials change.
+    #[error("Prometheus at {address} answered HTTP {status}: unauthorized with {auth}; {hint}")]
+    Unauthorized {
+        /// The address.
+        address: String,
+        /// The HTTP status (401 or 403).
+        status: u16,
+        /// How the request authenticated.
+        auth: AuthMode,
+        /// What to check.
+        hint: &'static str,
+    },
+    /// The TLS handshake failed (server certificate not trusted, client certificate missing or
+    /// refused).
+    #[error("TLS with Prometheus at {address} failed: {detail}; {hint}")]
+    Tls {
+        /// The address.
+        address: String,
+        /// The TLS error.
+        detail: String,
+        /// What to check.
+        hint: &'static str,
+    },
     /// No answer within the timeout.
     #[error("query {query:?} timed out after {timeout:?}")]
     Timeout {
@@ -127,10 +296,18 @@ impl QueryError {
             QueryError::NoData { .. } => "no_data",
             QueryError::MultipleSeries { .. } => "multiple_series",
             QueryError::Unreachable { .. } => "unreachable",
+            QueryError::Unauthorized { .. } => "unauthorized",
+            QueryError::Tls { .. } => "tls",
             QueryError::Timeout { .. } => "timeout",
             QueryError::Rejected { .. } => "rejected",
             QueryError::Failed { .. } => "failed",
         }
+    }
+
+    /// Whether the credentials or certificates behind the connection may be wrong, so that
+    /// they are worth reading again before the next query.
+    pub fn is_credentials(&self) -> bool {
+        matches!(self, QueryError::Unauthorized { .. } | QueryError::Tls { .. })
     }
 
     /// As an engine reading: why the dimension is missing.
@@ -155,11 +332,16 @@ pub struct PrometheusSource {
     client: Client,
     address: String,
     timeout: Duration,
+    auth: AuthMode,
 }
 
 impl fmt::Debug for PrometheusSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PrometheusSource").field("address", &self.address).field("timeout", &self.timeout).finish()
+        f.debug_struct("PrometheusSource")
+            .field("address", &self.address)
+            .field("timeout", &self.timeout)
+            .field("auth", &self.auth)
+            .finish()
     }
 }
 
@@ -167,18 +349,47 @@ impl PrometheusSource {
     /// Build a source. No request is made here.
     pub fn new(config: &PrometheusConfig) -> Result<Self, ConfigError> {
         install_crypto_provider();
-        let address = config.address.trim_end_matches('/').to_string();
+        let mut address = config.address.trim_end_matches('/').to_string();
         if !(address.starts_with("http://") || address.starts_with("https://")) {
             return Err(ConfigError::Address { address, detail: "it must start with http:// or https://".into() });
         }
+        let prefix = config.path_prefix.trim();
+        if !prefix.is_empty() {
+            if !prefix.starts_with('/') || prefix.contains(['?', '#']) {
+                return Err(ConfigError::PathPrefix(prefix.to_string()));
+            }
+            address.push_str(prefix.trim_end_matches('/'));
+        }
         let timeout = if config.timeout.is_zero() { Duration::from_secs(5) } else { config.timeout };
         let mut builder = reqwest::Client::builder().timeout(timeout).connect_timeout(timeout);
+        let mut headers = HeaderMap::new();
         if let Some(token) = &config.bearer_token {
             let mut value =
                 HeaderValue::from_str(&format!("Bearer {}", token.trim())).map_err(|_| ConfigError::Token)?;
             value.set_sensitive(true);
-            let mut headers = HeaderMap::new();
             headers.insert(AUTHORIZATION, value);
+        }
+        if let Some(basic) = &config.basic_auth {
+            headers.insert(AUTHORIZATION, basic_header(basic)?);
+        }
+        for extra in &config.headers {
+            let name = HeaderName::from_bytes(extra.name.trim().as_bytes())
+                .map_err(|_| ConfigError::Header { name: extra.name.clone(), detail: "not a valid header name" })?;
+            if name == AUTHORIZATION || name == HOST || name == CONTENT_LENGTH {
+                return Err(ConfigError::Header {
+                    name: extra.name.clone(),
+                    detail: "set by the connection itself: use bearerTokenSecretRef or basicAuth for credentials",
+                });
+            }
+            // Values from Secrets often end in a newline (`echo` without -n); it is never meant.
+            let mut value = HeaderValue::from_str(extra.value.trim()).map_err(|_| ConfigError::Header {
+                name: extra.name.clone(),
+                detail: "the value holds characters not allowed in an HTTP header (check for binary data)",
+            })?;
+            value.set_sensitive(extra.sensitive);
+            headers.insert(name, value);
+        }
+        if !headers.is_empty() {
             builder = builder.default_headers(headers);
         }
         if let Some(pem) = &config.ca_pem {
@@ -190,13 +401,16 @@ impl PrometheusSource {
                 builder = builder.add_root_certificate(cert);
             }
         }
+        if let Some(identity) = &config.client_identity {
+            builder = builder.identity(client_identity(identity)?);
+        }
         if config.insecure_skip_verify {
             builder = builder.tls_danger_accept_invalid_certs(true);
         }
         let http = builder.build().map_err(|e| ConfigError::Client(error_chain(&e)))?;
         let client = Client::from(http, &address)
             .map_err(|e| ConfigError::Address { address: address.clone(), detail: e.to_string() })?;
-        Ok(Self { client, address, timeout })
+        Ok(Self { client, address, timeout, auth: config.auth_mode() })
     }
 
     /// The server's address.
@@ -268,6 +482,19 @@ impl PrometheusSource {
             },
             PromError::Client(c) => match c.inner() {
                 Some(r) if r.is_timeout() => QueryError::Timeout { query: query.to_string(), timeout: self.timeout },
+                Some(r) if rustls_error(r).is_some() => QueryError::Tls {
+                    address: self.address.clone(),
+                    detail: error_chain(r),
+                    hint: rustls_error(r).map(|tls| tls_hint(tls, self.auth)).unwrap_or_default(),
+                },
+                Some(r) if matches!(r.status(), Some(StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)) => {
+                    QueryError::Unauthorized {
+                        address: self.address.clone(),
+                        status: r.status().map(|s| s.as_u16()).unwrap_or_default(),
+                        auth: self.auth,
+                        hint: self.auth.hint(),
+                    }
+                }
                 Some(r) if r.is_connect() || closed_before_answer(r) => {
                     QueryError::Unreachable { address: self.address.clone(), detail: error_chain(r) }
                 }
@@ -298,6 +525,82 @@ fn closed_before_answer(error: &reqwest::Error) -> bool {
         source = e.source();
     }
     false
+}
+
+fn basic_header(basic: &BasicCredentials) -> Result<HeaderValue, ConfigError> {
+    use base64::Engine as _;
+    // A newline at the end of a Secret value is an accident of `echo`, never part of a password.
+    let username = basic.username.trim_end_matches(['\r', '\n']);
+    let password = basic.password.trim_end_matches(['\r', '\n']);
+    if username.contains(':') {
+        return Err(ConfigError::BasicAuth);
+    }
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+    let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).map_err(|_| ConfigError::BasicAuth)?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+fn client_identity(identity: &ClientIdentity) -> Result<reqwest::Identity, ConfigError> {
+    let has = |pem: &[u8], what: &str| String::from_utf8_lossy(pem).contains(&format!("-----BEGIN {what}"));
+    if !has(&identity.cert_pem, "CERTIFICATE") {
+        return Err(ConfigError::ClientIdentity("the certificate is not a PEM CERTIFICATE".into()));
+    }
+    if !["PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY"].iter().any(|k| has(&identity.key_pem, k)) {
+        return Err(ConfigError::ClientIdentity("the key is not a PEM private key".into()));
+    }
+    let mut pem = identity.cert_pem.clone();
+    if !pem.ends_with(b"\n") {
+        pem.push(b'\n');
+    }
+    pem.extend_from_slice(&identity.key_pem);
+    // reqwest's error would quote nothing secret, but keep it short and generic anyway.
+    reqwest::Identity::from_pem(&pem).map_err(|e| ConfigError::ClientIdentity(error_chain(&e)))
+}
+
+/// The rustls error behind a failed request, if TLS is what failed. The TLS layer wraps it in
+/// `io::Error`s (sometimes one inside another), whose `source()` skips the wrapped error, so
+/// each one is opened too.
+fn rustls_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+        return Some(tls);
+    }
+    if let Some(io) = error.downcast_ref::<std::io::Error>()
+        && let Some(inner) = io.get_ref()
+        && let Some(tls) = rustls_error(inner)
+    {
+        return Some(tls);
+    }
+    error.source().and_then(rustls_error)
+}
+
+fn tls_hint(error: &rustls::Error, auth: AuthMode) -> &'static str {
+    use rustls::AlertDescription as Alert;
+    match error {
+        // Servers differ in the alert they send for a missing client certificate (Go before
+        // 1.21, as in Prometheus 2.42, says BadCertificate even in TLS 1.3): whether one was
+        // sent is what tells "missing" from "refused".
+        rustls::Error::AlertReceived(
+            Alert::CertificateRequired
+            | Alert::BadCertificate
+            | Alert::HandshakeFailure
+            | Alert::CertificateUnknown
+            | Alert::UnknownCA
+            | Alert::CertificateExpired
+            | Alert::CertificateRevoked
+            | Alert::AccessDenied,
+        ) => {
+            if auth == AuthMode::ClientCertificate {
+                "the server refused the client certificate: check that a CA the server trusts signed it and that it has not expired"
+            } else {
+                "the server requires a client certificate: set tls.clientCertificate to a Secret holding one it trusts"
+            }
+        }
+        rustls::Error::InvalidCertificate(_) => {
+            "the server's certificate is not trusted: set tls.caSecretRef to the CA bundle that signs it"
+        }
+        _ => "check the TLS settings of the connection (tls.caSecretRef, tls.clientCertificate)",
+    }
 }
 
 fn multiple<'a>(query: &str, metrics: impl ExactSizeIterator<Item = &'a HashMap<String, String>>) -> QueryError {

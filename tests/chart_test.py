@@ -21,7 +21,7 @@ VALUE_SETS = {
     "defaults": {},
     "namespaced": {"watchNamespaces": ["orders", "payments"], "rbac": {"secretNamespaces": ["orders"]}, "planSelector": "shard=a"},
     "observability": {"serviceMonitor": {"enabled": True}, "networkPolicy": {"enabled": True, "apiServerCIDRs": ["10.0.0.1/32"]},
-                      "grafanaDashboard": {"enabled": True}},
+                      "grafanaDashboard": {"enabled": True}, "prometheusRule": {"enabled": True}},
     "single": {"replicaCount": 1, "leaderElection": {"enabled": False}, "logFormat": "text"},
 }
 
@@ -187,3 +187,124 @@ def test_the_dockerfile_builds_the_binary_on_a_non_root_distroless_base():
     for src in re.findall(r"^COPY (?!--from)(\S+)", text, re.M):
         assert (ROOT / src).exists(), f"COPY {src}: not in the repository"
     assert "--locked" in text and "--bin fulfillment-operator" in text
+
+
+# --- Alerts: the optional PrometheusRule -------------------------------------------------------
+
+ALERTS = ["FulfillmentPlanNotReady", "FulfillmentPlanMetricsUnavailable", "FulfillmentOperatorReconcileFailures",
+          "FulfillmentOperatorNoLeader", "FulfillmentClusterFailedOver", "FulfillmentFailbackStuck",
+          "FulfillmentPlanScaleDownBlocked"]
+
+
+def promtool():
+    for d in os.environ.get("PATH", "").split(":"):
+        p = Path(d) / "promtool"
+        if p.is_file():
+            return str(p)
+    pytest.fail("promtool is not installed: apt-get install -y prometheus (./scripts/test.sh does it)")
+
+
+def rule_groups(values=None):
+    docs, _ = render({"prometheusRule": {"enabled": True, **(values or {})}})
+    rules = of_kind(docs, "PrometheusRule")
+    assert len(rules) == 1
+    return rules[0]["spec"]["groups"]
+
+
+def exported_series():
+    """Every sample name the operator exports, as the binary's own registry lists them."""
+    assert OPERATOR.exists(), "build first: cargo build"
+    out = subprocess.run([str(OPERATOR), "metrics"], capture_output=True, text=True, check=True).stdout
+    return {line.split("\t")[0] for line in out.splitlines() if line}
+
+
+def test_the_prometheus_rule_is_off_by_default_like_the_service_monitor():
+    docs, _ = render({})
+    assert of_kind(docs, "PrometheusRule") == []
+    assert of_kind(docs, "ServiceMonitor") == []
+
+
+def test_every_alert_is_there_with_a_summary_a_description_and_a_runbook_in_the_readme():
+    groups = rule_groups()
+    alerts = {r["alert"]: r for g in groups for r in g["rules"]}
+    assert sorted(alerts) == sorted(ALERTS)
+    readme = (ROOT / "README.md").read_text()
+    # GitHub's heading anchors: lower case, spaces to '-', punctuation dropped.
+    anchors = {re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-")
+               for h in re.findall(r"^#+ (.+)$", readme, re.M)}
+    for name, rule in alerts.items():
+        a = rule["annotations"]
+        assert a["summary"].strip() and len(a["description"]) > 80, name
+        url, anchor = a["runbook_url"].split("#")
+        assert url.endswith("/README.md") and anchor == name.lower(), a["runbook_url"]
+        assert anchor in anchors, f"README has no runbook section for {name} (#{anchor})"
+        assert rule["labels"]["severity"] in ("critical", "warning", "info")
+
+
+def test_alerts_name_only_metrics_the_operator_exports():
+    exported = exported_series()
+    assert "fulfillment_plan_ready" in exported and "fulfillment_reconcile_runs_total" in exported
+    for g in rule_groups():
+        for r in g["rules"]:
+            # Every metric the operator exports starts with fulfillment_; the rules select no other.
+            names = set(re.findall(r"\b(fulfillment_[a-z0-9_]+)\b", r["expr"]))
+            assert names, r["alert"]
+            assert names <= exported, f"{r['alert']} uses {names - exported}, which the operator does not export"
+            selectors = re.findall(r"\b[a-z_]+\{[^}]*\}", r["expr"])
+            assert all('job="fo-fulfillment-operator"' in s for s in selectors), (r["alert"], selectors)
+
+
+def test_promtool_checks_the_rules_and_their_unit_tests_pass(tmp_path):
+    groups = rule_groups()
+    (tmp_path / "full.yaml").write_text(yaml.safe_dump({"groups": groups}))
+    check = subprocess.run([promtool(), "check", "rules", str(tmp_path / "full.yaml")], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert f"SUCCESS: {len(ALERTS)} rules found" in check.stdout, check.stdout
+    # The unit tests compare the summary; the long descriptions and links are checked above.
+    for g in groups:
+        for r in g["rules"]:
+            r["annotations"] = {"summary": r["annotations"]["summary"]}
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}))
+    (tmp_path / "alerts_test.yaml").write_text((ROOT / "tests" / "alerts" / "alerts_test.yaml").read_text())
+    result = subprocess.run([promtool(), "test", "rules", str(tmp_path / "alerts_test.yaml")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_promtool_unit_tests_can_fail(tmp_path):
+    """The unit tests would notice a changed threshold: render with a later notReadyFor."""
+    groups = rule_groups({"notReadyFor": "1h"})
+    for g in groups:
+        for r in g["rules"]:
+            r["annotations"] = {"summary": r["annotations"]["summary"]}
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}))
+    (tmp_path / "alerts_test.yaml").write_text((ROOT / "tests" / "alerts" / "alerts_test.yaml").read_text())
+    result = subprocess.run([promtool(), "test", "rules", str(tmp_path / "alerts_test.yaml")], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "FulfillmentPlanNotReady" in result.stdout + result.stderr
+
+
+def test_the_rule_selector_and_thresholds_follow_the_values():
+    groups = rule_groups({"selector": 'service="fo", namespace="ops"', "metricsUnavailableIntervals": 3,
+                          "labels": {"release": "kube-prometheus-stack"}})
+    exprs = {r["alert"]: r["expr"] for g in groups for r in g["rules"]}
+    assert 'fulfillment_plan_ready{service="fo", namespace="ops"} == 0' in exprs["FulfillmentPlanNotReady"]
+    assert "fulfillment_plan_interval_seconds" in exprs["FulfillmentPlanMetricsUnavailable"]
+    assert exprs["FulfillmentPlanMetricsUnavailable"].rstrip().endswith("* 3")
+    docs, _ = render({"prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}}})
+    assert of_kind(docs, "PrometheusRule")[0]["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
+@pytest.mark.parametrize("values,field", [
+    ({"prometheusRule": {"enabled": "yes"}}, "enabled"),
+    ({"prometheusRule": {"notReadyFor": "fifteen minutes"}}, "notReadyFor"),
+    ({"prometheusRule": {"metricsUnavailableIntervals": 0}}, "metricsUnavailableIntervals"),
+    ({"prometheusRule": {"reconcileFailureRatio": 2}}, "reconcileFailureRatio"),
+    ({"prometheusRule": {"selector": "job=fo"}}, "selector"),
+    ({"prometheusRule": {"severities": {}}}, "severities"),
+])
+def test_values_schema_rejects_bad_alert_values(values, field):
+    chart = helm.Chart.load(str(CHART))
+    with pytest.raises(Exception) as err:
+        chart.validate_schema(values)
+    assert field in str(err.value), str(err.value)

@@ -131,3 +131,63 @@ fn queries_must_be_promql_returning_one_value() {
     ));
     assert!(e.contains("returns a range vector"), "{e}");
 }
+
+const CONNECTION: &str = "address: http://prometheus-operated.monitoring.svc:9090\n    timeout: 5s";
+
+fn with_connection(extra: &str) -> String {
+    with(CONNECTION, &format!("address: https://mimir.example:8080\n    timeout: 5s\n{extra}"))
+}
+
+#[test]
+fn every_connection_setting_is_accepted() {
+    let p = plan::parse(&with_connection(
+        "    pathPrefix: /prometheus\n    basicAuth:\n      secretName: mimir\n    headers:\n      - name: X-Scope-OrgID\n        value: orders\n      - name: X-Extra\n        secretKeyRef: {name: extra, key: value}\n    tls:\n      caSecretRef: {name: ca, key: ca.crt}",
+    ))
+    .expect("valid");
+    let conn = &p.spec.prometheus;
+    assert_eq!(conn.path_prefix.as_deref(), Some("/prometheus"));
+    let basic = conn.basic_auth.as_ref().unwrap();
+    assert_eq!((basic.username_key.as_str(), basic.password_key.as_str()), ("username", "password"));
+    assert_eq!(conn.headers.len(), 2);
+    let p = plan::parse(&with_connection("    tls:\n      clientCertificate: {secretName: client}")).expect("valid");
+    let cert = p.spec.prometheus.tls.unwrap().client_certificate.unwrap();
+    assert_eq!((cert.cert_key.as_str(), cert.key_key.as_str()), ("tls.crt", "tls.key"));
+}
+
+#[test]
+fn one_way_to_authenticate_at_a_time() {
+    for extra in [
+        "    bearerTokenSecretRef: {name: t, key: token}\n    basicAuth: {secretName: b}",
+        "    basicAuth: {secretName: b}\n    tls:\n      clientCertificate: {secretName: c}",
+        "    bearerTokenSecretRef: {name: t, key: token}\n    tls:\n      clientCertificate: {secretName: c}",
+    ] {
+        let e = error_of(&with_connection(extra));
+        assert!(e.contains("spec.prometheus"), "{e}");
+        assert!(
+            e.contains("set at most one way to authenticate to Prometheus: bearerTokenSecretRef, basicAuth, or tls.clientCertificate"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn bad_headers_prefixes_and_plain_http_client_certificates_are_refused() {
+    let e = error_of(&with_connection(
+        "    headers:\n      - name: X-Scope-OrgID\n        value: a\n        secretKeyRef: {name: s, key: k}",
+    ));
+    assert!(e.contains("set exactly one of value and secretKeyRef for each header"), "{e}");
+    let e = error_of(&with_connection("    headers:\n      - name: X-Scope-OrgID"));
+    assert!(e.contains("set exactly one of value and secretKeyRef"), "{e}");
+    let e = error_of(&with_connection("    headers:\n      - name: authorization\n        value: Basic x"));
+    assert!(e.contains("headers cannot set Authorization, Host or Content-Length"), "{e}");
+    let e = error_of(&with_connection(
+        "    headers:\n      - name: X-Scope-OrgID\n        value: a\n      - name: x-scope-orgid\n        value: b",
+    ));
+    assert!(e.contains("header names must be unique"), "{e}");
+    let e = error_of(&with_connection("    headers:\n      - name: 'X Scope'\n        value: a"));
+    assert!(e.contains("header name must be letters, digits"), "{e}");
+    let e = error_of(&with_connection("    pathPrefix: prometheus"));
+    assert!(e.contains("pathPrefix must start with /"), "{e}");
+    let e = error_of(&with(CONNECTION, &format!("{CONNECTION}\n    tls:\n      clientCertificate: {{secretName: c}}")));
+    assert!(e.contains("tls.clientCertificate needs an https:// address"), "{e}");
+}

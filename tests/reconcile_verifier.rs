@@ -330,3 +330,115 @@ async fn invalid_plan_writes_invalid_status_and_waits_for_a_change() {
     reply(send, 201, seen.body.clone());
     assert_eq!(task.await.unwrap().unwrap(), Action::await_change());
 }
+
+/// A Secret in `orders` as the API server returns it.
+fn secret(name: &str, data: &[(&str, &str)]) -> Value {
+    use k8s_openapi::ByteString;
+    let data: std::collections::BTreeMap<String, ByteString> =
+        data.iter().map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec()))).collect();
+    serde_json::to_value(k8s_openapi::api::core::v1::Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("orders".into()),
+            ..Default::default()
+        },
+        data: Some(data),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+/// One reconcile of `plan` whose connection reads `secret`: the Ready condition and the
+/// MetricsUnavailable event it writes.
+async fn reconcile_with_secret(plan: FulfillmentPlan, secret_name: &str, secret_body: Value) -> (Value, Value, String) {
+    let (ctx, mut handle, metrics) = context();
+    let plan_json = serde_json::to_value(&plan).unwrap();
+    let task = tokio::spawn(reconcile(Arc::new(plan), ctx));
+    serve_scale_read(&mut handle, "statefulsets", "kafka-broker", Ok(3)).await;
+    serve_scale_read(&mut handle, "deployments", "checkout-worker", Ok(12)).await;
+    // The Secret is read once, with one GET, however many of its keys the connection uses.
+    let (seen, send) = next(&mut handle).await;
+    assert_eq!(
+        (seen.method.as_str(), seen.path.as_str()),
+        ("GET", format!("/api/v1/namespaces/orders/secrets/{secret_name}").as_str())
+    );
+    reply(send, 200, secret_body);
+    let (seen, send) = next(&mut handle).await;
+    assert!(seen.path.ends_with("/fulfillmentplans/orders/status"), "{}", seen.path);
+    let ready =
+        seen.body["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap().clone();
+    reply(send, 200, plan_json);
+    let (event, send) = next(&mut handle).await;
+    reply(send, 201, event.body.clone());
+    task.await.unwrap().unwrap();
+    (ready, event.body, metrics.render())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_basic_auth_password_says_unauthorized_in_status_and_events() {
+    let hash = bcrypt::hash("right password", 4).unwrap();
+    let prom = support::Prometheus::with_web(&format!("basic_auth_users:\n  alice: '{hash}'\n"), &[], &[]);
+    support::wait_for("Prometheus asking for credentials", Duration::from_secs(20), || {
+        support::http_get(&prom.addr, "/api/v1/query?query=1").filter(|(code, _)| *code == 401)
+    });
+    let mut plan = plan(&prom.url(), 2.0);
+    plan.spec.prometheus.basic_auth = Some(fulfillment_operator::crd::BasicAuth {
+        secret_name: "prom-basic".into(),
+        username_key: "username".into(),
+        password_key: "password".into(),
+    });
+    let body = secret("prom-basic", &[("username", "alice"), ("password", "wrong password")]);
+    let (ready, event, metrics) = reconcile_with_secret(plan, "prom-basic", body).await;
+    eprintln!("Ready condition: {ready}\nEvent: {event}");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "MetricsUnavailable");
+    let message = ready["message"].as_str().unwrap();
+    assert!(message.contains("answered HTTP 401: unauthorized with basic auth"), "{message}");
+    assert!(!message.contains("unreachable") && !message.contains("wrong password"), "{message}");
+    assert_eq!((event["type"].as_str(), event["reason"].as_str()), (Some("Warning"), Some("MetricsUnavailable")));
+    assert!(event["note"].as_str().unwrap().contains("check the username and password keys of the basicAuth Secret"));
+    assert!(metrics.contains(r#"fulfillment_prometheus_query_failures_total{error="unauthorized"} 3"#), "{metrics}");
+    assert!(metrics.contains(r#"fulfillment_plan_ready{namespace="orders",plan="orders"} 0"#), "{metrics}");
+    // The first evaluation without data: unavailable since now.
+    assert!(
+        metrics.contains(r#"fulfillment_plan_metrics_unavailable_seconds{namespace="orders",plan="orders"} 0.0"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"fulfillment_plan_interval_seconds{namespace="orders",plan="orders"} 15.0"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_client_certificate_is_a_tls_error_in_status_and_events() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let server_key = KeyPair::generate().unwrap();
+    let server =
+        CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&server_key, &issuer).unwrap();
+    let web = "tls_server_config:\n  cert_file: {dir}/s.crt\n  key_file: {dir}/s.key\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {dir}/ca.crt\n";
+    let prom = support::Prometheus::with_web(
+        web,
+        &[("s.crt", &server.pem()), ("s.key", &server_key.serialize_pem()), ("ca.crt", &ca)],
+        &[],
+    );
+    let mut plan = plan(&prom.https_url(), 2.0);
+    plan.spec.prometheus.tls = Some(fulfillment_operator::crd::PrometheusTls {
+        ca_secret_ref: Some(fulfillment_operator::crd::SecretKeyRef { name: "prom-ca".into(), key: "ca.crt".into() }),
+        ..Default::default()
+    });
+    let body = secret("prom-ca", &[("ca.crt", &ca)]);
+    let (ready, event, metrics) = reconcile_with_secret(plan, "prom-ca", body).await;
+    eprintln!("Ready condition: {ready}\nEvent: {event}");
+    assert_eq!(ready["reason"], "MetricsUnavailable");
+    let message = ready["message"].as_str().unwrap();
+    assert!(message.contains(&format!("TLS with Prometheus at {} failed", prom.https_url())), "{message}");
+    assert!(message.contains("requires a client certificate: set tls.clientCertificate"), "{message}");
+    assert!(event["note"].as_str().unwrap().contains("set tls.clientCertificate"), "{event}");
+    assert!(metrics.contains(r#"fulfillment_prometheus_query_failures_total{error="tls"} 3"#), "{metrics}");
+}

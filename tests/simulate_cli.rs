@@ -233,3 +233,58 @@ fn crd_subcommand_prints_what_crds_ships() {
     let shipped = std::fs::read_to_string(root().join("crds/fulfillment.dev_fulfillmentplans.yaml")).unwrap();
     assert_eq!(printed, shipped);
 }
+
+#[test]
+fn backtest_through_basic_auth_a_path_prefix_and_a_header() {
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    let prom = support::Prometheus::with_web(
+        &format!("basic_auth_users:\n  alice: '{hash}'\n"),
+        &[],
+        &["--web.route-prefix=/prometheus"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let right = dir.path().join("right");
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&right, "s3cret\n").unwrap();
+    std::fs::write(&wrong, "guess").unwrap();
+    let (right, wrong) = (right.to_str().unwrap(), wrong.to_str().unwrap());
+    let url = prom.url();
+    let base =
+        ["simulate", PLAN, "--prometheus", &url, "--from", "now-10m", "--to", "now", "--path-prefix", "/prometheus"];
+    // Wait until Prometheus answers (the listener is up before the API is).
+    let args = joined(
+        &base,
+        &[
+            "--basic-auth-user",
+            "alice",
+            "--basic-auth-password-file",
+            right,
+            "--header",
+            "X-Scope-OrgID=orders",
+            "--output",
+            "jsonl",
+        ],
+    );
+    support::wait_for("Prometheus to answer simulate", std::time::Duration::from_secs(20), || {
+        operator(&args).status.success().then_some(())
+    });
+    let steps = jsonl(&args);
+    assert_eq!(steps.len(), 10 * 60 / 15 + 1, "one evaluation per interval over the 10 minutes");
+
+    let e = fails(&joined(&base, &["--basic-auth-user", "alice", "--basic-auth-password-file", wrong]));
+    assert!(e.contains("answered HTTP 401: unauthorized with basic auth"), "{e}");
+    assert!(!e.contains("guess"), "the password is printed: {e}");
+    let e = fails(&base);
+    assert!(e.contains("unauthorized with no credentials"), "{e}");
+    let e = fails(&joined(
+        &base,
+        &["--bearer-token-file", right, "--basic-auth-user", "alice", "--basic-auth-password-file", right],
+    ));
+    assert!(e.contains("cannot be used with"), "{e}");
+    let e = fails(&joined(&base, &["--header", "X-Scope-OrgID"]));
+    assert!(e.contains("--header \"X-Scope-OrgID\" must be NAME=VALUE"), "{e}");
+}
+
+fn joined<'a>(a: &[&'a str], b: &[&'a str]) -> Vec<&'a str> {
+    [a, b].concat()
+}

@@ -115,6 +115,9 @@ pub(crate) struct PlanState {
     pub failures: u32,
     /// Consecutive evaluations with a failed Prometheus query, for backoff.
     pub query_failures: u32,
+    /// Since when (unix seconds) at least one dimension has had no usable data, for the
+    /// metrics-unavailable alert; None while every dimension has a value.
+    pub missing_since: Option<f64>,
     /// Last emission per event reason: (situation fingerprint, when), to rate-limit.
     pub last_events: HashMap<EventReason, (String, Instant)>,
 }
@@ -329,6 +332,7 @@ pub async fn run(config: RunConfig) -> Result<(), String> {
             }
         }
         metrics.leader.set(0);
+        metrics.forget_all_plans();
         if shutdown.is_cancelled() {
             break;
         }

@@ -15,10 +15,10 @@ use tracing::instrument;
 use super::status::{self, Outcome, Reason};
 use super::targets::{ScaleReading, TargetError};
 use super::{Context, Error, PlanState, failover, memory};
-use crate::crd::{FIELD_MANAGER, FulfillmentPlan};
+use crate::crd::{FIELD_MANAGER, FulfillmentPlan, PrometheusConnection};
 use crate::engine::{self, Action as Decided, Decision, EventReason, Memory, Missing, Reading, Replicas};
 use crate::plan::{self, CompiledPlan, PlanError, Query, QueryRole};
-use crate::prometheus::{PrometheusConfig, PrometheusSource, value_at};
+use crate::prometheus::{BasicCredentials, ClientIdentity, ExtraHeader, PrometheusConfig, PrometheusSource, value_at};
 use crate::telemetry::{ActionLabels, ErrorLabels, PlanLabels, WorkloadLabels};
 use crate::time::unix_secs;
 
@@ -55,6 +55,7 @@ pub async fn reconcile(plan: Arc<FulfillmentPlan>, ctx: Arc<Context>) -> Result<
     };
     let written = write_status(&ctx, &plan, &outcome, now).await;
     let query_failed = readings.iter().any(|r| matches!(r, Reading::Missing(Missing::QueryFailed(_))));
+    alert_metrics(&ctx, &plan, &compiled, &mut state, &scaling, unix_secs(now));
     state.memory = Some(scaling.memory);
     state.query_failures = if query_failed { state.query_failures.saturating_add(1) } else { 0 };
     if scaling.apply_error.is_none() && written.is_ok() {
@@ -76,6 +77,29 @@ pub async fn reconcile(plan: Arc<FulfillmentPlan>, ctx: Arc<Context>) -> Result<
         return Ok(Action::requeue(backoff));
     }
     Ok(Action::requeue(interval))
+}
+
+/// The per-plan facts the alerts watch: how long data has been missing (and the interval to
+/// compare it with) and whether a scale-down is held back.
+fn alert_metrics(
+    ctx: &Context,
+    plan: &FulfillmentPlan,
+    compiled: &CompiledPlan,
+    state: &mut PlanState,
+    scaling: &Scaling,
+    now: f64,
+) {
+    let incomplete = scaling.decision.dimensions.iter().any(|b| b.missing.is_some());
+    state.missing_since = if incomplete { Some(state.missing_since.unwrap_or(now)) } else { None };
+    let labels = PlanLabels { namespace: plan.namespace().unwrap_or_default(), plan: plan.name_any() };
+    let unavailable = state.missing_since.map(|since| now - since).unwrap_or(0.0);
+    ctx.metrics.metrics_unavailable_seconds.get_or_create(&labels).set(unavailable);
+    ctx.metrics.plan_interval.get_or_create(&labels).set(compiled.policy.interval_secs);
+    // Held back by the engine, or decided but not applied (paused, not leading, /scale failed).
+    let decision = &scaling.decision;
+    let blocked =
+        decision.scale_down_held_back() || (decision.action == Decided::ScaleDown && scaling.scaled_at.is_none());
+    ctx.metrics.scale_down_blocked.get_or_create(&labels).set(i64::from(blocked));
 }
 
 /// Validate and compile the plan, once per generation (compiling the CEL rules is most of a
@@ -218,7 +242,7 @@ async fn report_failover(
             plan: plan.name_any(),
             cluster: c.name.clone(),
         };
-        ctx.metrics.traffic_weight.get_or_create(&labels).set(i64::from(c.weight));
+        ctx.metrics.record_cluster(&labels, &c.phase.to_string(), c.weight, c.failback_percent);
     }
     for event in outcome.events {
         if event.reason.is_warning() {
@@ -325,6 +349,11 @@ pub(crate) enum ConnectionError {
     /// A Secret it needs is missing.
     #[error("Secret {namespace}/{name} not found; create it or fix spec.prometheus")]
     SecretNotFound { namespace: String, name: String },
+    /// The operator may not read a Secret it needs.
+    #[error(
+        "the operator may not read Secret {namespace}/{name}: add {namespace} to the chart's rbac.secretNamespaces"
+    )]
+    SecretForbidden { namespace: String, name: String },
     /// A Secret could not be read.
     #[error("cannot read Secret {namespace}/{name}: {source}")]
     SecretUnreadable {
@@ -344,23 +373,116 @@ pub(crate) enum ConnectionError {
     Config(#[from] crate::prometheus::ConfigError),
 }
 
-async fn read_secret(ctx: &Context, namespace: &str, name: &str, key: &str) -> Result<Vec<u8>, ConnectionError> {
+/// The values of `keys` in Secret `namespace/name`, read with one GET.
+async fn read_secret_keys<const N: usize>(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    keys: [&str; N],
+) -> Result<[Vec<u8>; N], ConnectionError> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let (namespace, name) = (namespace.to_string(), name.to_string());
     let secret = match api.get(&name).await {
         Ok(s) => s,
         Err(kube::Error::Api(s)) if s.code == 404 => return Err(ConnectionError::SecretNotFound { namespace, name }),
+        Err(kube::Error::Api(s)) if s.code == 403 => return Err(ConnectionError::SecretForbidden { namespace, name }),
         Err(source) => return Err(ConnectionError::SecretUnreadable { namespace, name, source }),
     };
-    secret.data.and_then(|mut d| d.remove(key)).map(|b| b.0).ok_or_else(|| ConnectionError::NoKey {
-        namespace,
-        name,
+    let mut data = secret.data.unwrap_or_default();
+    let mut out: [Vec<u8>; N] = std::array::from_fn(|_| Vec::new());
+    for (slot, key) in out.iter_mut().zip(keys) {
+        *slot = data.remove(key).map(|b| b.0).ok_or_else(|| ConnectionError::NoKey {
+            namespace: namespace.clone(),
+            name: name.clone(),
+            key: key.to_string(),
+        })?;
+    }
+    Ok(out)
+}
+
+async fn read_secret(ctx: &Context, namespace: &str, name: &str, key: &str) -> Result<Vec<u8>, ConnectionError> {
+    let [value] = read_secret_keys(ctx, namespace, name, [key]).await?;
+    Ok(value)
+}
+
+fn text(namespace: &str, name: &str, key: &str, bytes: Vec<u8>) -> Result<String, ConnectionError> {
+    String::from_utf8(bytes).map_err(|_| ConnectionError::NotText {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
         key: key.to_string(),
     })
 }
 
-/// The plan's Prometheus connection, built once and rebuilt when its settings change or its
-/// Secrets are due for a re-read.
+async fn read_secret_text(ctx: &Context, namespace: &str, name: &str, key: &str) -> Result<String, ConnectionError> {
+    text(namespace, name, key, read_secret(ctx, namespace, name, key).await?)
+}
+
+/// Whether the connection reads anything from Secrets (then it is re-read every [`SECRET_TTL`]).
+fn uses_secrets(conn: &PrometheusConnection) -> bool {
+    conn.bearer_token_secret_ref.is_some()
+        || conn.basic_auth.is_some()
+        || conn.headers.iter().any(|h| h.secret_key_ref.is_some())
+        || conn.tls.as_ref().is_some_and(|t| t.ca_secret_ref.is_some() || t.client_certificate.is_some())
+}
+
+/// The connection settings with every Secret they reference read now.
+async fn connection_config(
+    ctx: &Context,
+    conn: &PrometheusConnection,
+    namespace: &str,
+) -> Result<PrometheusConfig, ConnectionError> {
+    let bearer_token = match &conn.bearer_token_secret_ref {
+        Some(r) => Some(read_secret_text(ctx, namespace, &r.name, &r.key).await?),
+        None => None,
+    };
+    let basic_auth = match &conn.basic_auth {
+        Some(b) => {
+            let [username, password] =
+                read_secret_keys(ctx, namespace, &b.secret_name, [&b.username_key, &b.password_key]).await?;
+            Some(BasicCredentials {
+                username: text(namespace, &b.secret_name, &b.username_key, username)?,
+                password: text(namespace, &b.secret_name, &b.password_key, password)?,
+            })
+        }
+        None => None,
+    };
+    let mut headers = Vec::with_capacity(conn.headers.len());
+    for h in &conn.headers {
+        let (value, sensitive) = match (&h.value, &h.secret_key_ref) {
+            (_, Some(r)) => (read_secret_text(ctx, namespace, &r.name, &r.key).await?, true),
+            (Some(v), None) => (v.clone(), false),
+            (None, None) => (String::new(), false),
+        };
+        headers.push(ExtraHeader { name: h.name.clone(), value, sensitive });
+    }
+    let tls = conn.tls.clone().unwrap_or_default();
+    let ca_pem = match &tls.ca_secret_ref {
+        Some(r) => Some(read_secret(ctx, namespace, &r.name, &r.key).await?),
+        None => None,
+    };
+    let client_identity = match &tls.client_certificate {
+        Some(c) => {
+            let [cert_pem, key_pem] =
+                read_secret_keys(ctx, namespace, &c.secret_name, [&c.cert_key, &c.key_key]).await?;
+            Some(ClientIdentity { cert_pem, key_pem })
+        }
+        None => None,
+    };
+    Ok(PrometheusConfig {
+        address: conn.address.clone(),
+        path_prefix: conn.path_prefix.clone().unwrap_or_default(),
+        timeout: conn.timeout.as_std(),
+        bearer_token,
+        basic_auth,
+        client_identity,
+        headers,
+        ca_pem,
+        insecure_skip_verify: tls.insecure_skip_verify,
+    })
+}
+
+/// The plan's Prometheus connection, built once and rebuilt when its settings change, when its
+/// Secrets are due for a re-read, or after the server refused its credentials.
 async fn source_for(
     ctx: &Context,
     plan: &FulfillmentPlan,
@@ -370,36 +492,18 @@ async fn source_for(
     let conn = &compiled.prometheus;
     if let Some((settings, source, at)) = &state.source
         && settings == conn
-        && (at.elapsed() < SECRET_TTL || (conn.bearer_token_secret_ref.is_none() && conn.tls.is_none()))
+        && (at.elapsed() < SECRET_TTL || !uses_secrets(conn))
     {
         return Ok(source.clone());
     }
     let namespace = plan.namespace().unwrap_or_default();
-    let bearer_token = match &conn.bearer_token_secret_ref {
-        Some(r) => Some(String::from_utf8(read_secret(ctx, &namespace, &r.name, &r.key).await?).map_err(|_| {
-            ConnectionError::NotText { namespace: namespace.clone(), name: r.name.clone(), key: r.key.clone() }
-        })?),
-        None => None,
-    };
-    let tls = conn.tls.clone().unwrap_or_default();
-    let ca_pem = match &tls.ca_secret_ref {
-        Some(r) => Some(read_secret(ctx, &namespace, &r.name, &r.key).await?),
-        None => None,
-    };
-    let config = PrometheusConfig {
-        address: conn.address.clone(),
-        timeout: conn.timeout.as_std(),
-        bearer_token,
-        ca_pem,
-        insecure_skip_verify: tls.insecure_skip_verify,
-    };
+    let config = connection_config(ctx, conn, &namespace).await?;
     // Plans that reach the same Prometheus with the same credentials share one client and its
     // connection pool: a fleet of plans is a handful of connections, not one client per plan.
     let shared_key = {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        (&config.address, config.timeout, &config.bearer_token, &config.ca_pem, config.insecure_skip_verify)
-            .hash(&mut h);
+        config.hash(&mut h);
         h.finish()
     };
     let existing = ctx.sources.lock().await.get(&shared_key).cloned();
@@ -441,15 +545,21 @@ async fn read_metrics(
             let result = source.instant(&q.promql, None).await;
             ctx.metrics.query_duration.observe(started.elapsed().as_secs_f64());
             match result {
-                Ok(v) => Reading::from_f64(v),
+                Ok(v) => (Reading::from_f64(v), false),
                 Err(e) => {
                     ctx.metrics.query_failures.get_or_create(&ErrorLabels { error: e.metric_label().into() }).inc();
-                    Reading::Missing(e.to_missing())
+                    (Reading::Missing(e.to_missing()), e.is_credentials())
                 }
             }
         }
     });
-    futures::future::join_all(queries).await
+    let results = futures::future::join_all(queries).await;
+    if results.iter().any(|(_, credentials)| *credentials) {
+        // The server refused the credentials or the TLS handshake: read the Secrets again before
+        // the next query instead of waiting for SECRET_TTL, so a rotation is picked up at once.
+        state.source = None;
+    }
+    results.into_iter().map(|(reading, _)| reading).collect()
 }
 
 /// Write status by server-side apply with the operator's field manager.
@@ -460,6 +570,11 @@ async fn write_status(
     now: jiff::Timestamp,
 ) -> Result<(), Error> {
     let status = status::build(plan.status.as_ref(), outcome, plan.metadata.generation, now);
+    let ready = status.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
+    ctx.metrics
+        .plan_ready
+        .get_or_create(&PlanLabels { namespace: plan.namespace().unwrap_or_default(), plan: plan.name_any() })
+        .set(i64::from(ready));
     let api: Api<FulfillmentPlan> = Api::namespaced(ctx.client.clone(), &plan.namespace().unwrap_or_default());
     let body = serde_json::json!({
         "apiVersion": FulfillmentPlan::api_version(&()),

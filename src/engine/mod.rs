@@ -211,6 +211,14 @@ impl Decision {
     pub fn changes_replicas(&self) -> bool {
         self.desired != self.current
     }
+
+    /// Whether the held score asks for fewer replicas of some workload (within its bounds) but
+    /// the decision removes none: a stabilization window, a step limit of `selectPolicy:
+    /// Disabled` holds it back. Lasting for long, it means capacity is paid for but not used.
+    pub fn scale_down_held_back(&self) -> bool {
+        let fewer = self.recommended.brokers < self.current.brokers || self.recommended.workers < self.current.workers;
+        fewer && self.action != Action::ScaleDown
+    }
 }
 
 /// One remembered reading, as needed replicas of its dimension's workload.

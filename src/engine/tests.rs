@@ -144,6 +144,33 @@ fn scale_down_waits_for_the_stabilization_window_and_step_limit() {
 }
 
 #[test]
+fn a_scale_down_held_by_stabilization_or_a_disabled_policy_is_reported_as_held_back() {
+    let p = orders_policy();
+    let start = Replicas { brokers: 8, workers: 40 };
+    let low = |_: f64, cur: Replicas| readings_at(&p, &[0.3, 0.3, 0.3], cur);
+    let ds = run(&p, start, 60, low);
+    let down = ds.iter().position(|d| d.action == Action::ScaleDown).expect("scales down");
+    // Before the first scale-down, while the recommendation is lower but the 5m window holds
+    // it: held back. The scale-down itself is not, and neither is steady state at the minimum.
+    let first_lower = ds.iter().position(|d| d.recommended.workers < d.current.workers).expect("recommends fewer");
+    assert!(first_lower < down);
+    assert!(ds[first_lower..down].iter().all(Decision::scale_down_held_back));
+    assert!(!ds[down].scale_down_held_back());
+    assert!(!ds.last().unwrap().scale_down_held_back(), "{:?}", ds.last().unwrap());
+    assert_eq!(ds.last().unwrap().desired, at_min());
+    // At target nothing is held back.
+    assert!(
+        run(&p, start, 60, |_, cur| readings_at(&p, &[1.0, 1.0, 1.0], cur)).iter().all(|d| !d.scale_down_held_back())
+    );
+    // selectPolicy Disabled holds it back for good.
+    let mut disabled = orders_policy();
+    disabled.scale_down.select = SelectPolicy::Disabled;
+    let ds = run(&disabled, start, 60, |_, cur| readings_at(&disabled, &[0.3, 0.3, 0.3], cur));
+    assert!(ds.iter().all(|d| d.action != Action::ScaleDown));
+    assert!(ds.last().unwrap().scale_down_held_back());
+}
+
+#[test]
 fn fresh_engine_does_not_scale_down_at_once() {
     let p = orders_policy();
     let start = Replicas { brokers: 8, workers: 40 };

@@ -244,7 +244,35 @@ impl Prometheus {
         Self::launch(dir, data, &[], Some("web.yml"))
     }
 
+    /// Start with Prometheus's own web configuration (`--web.config.file`: basic auth users,
+    /// TLS, client certificates): `web_yaml` may name the `files` (name, content) written next
+    /// to it as `{dir}/name`; `extra_args` such as `--web.route-prefix=/prometheus`.
+    pub fn with_web(web_yaml: &str, files: &[(&str, &str)], extra_args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        for (name, content) in files {
+            std::fs::write(dir.path().join(name), content).unwrap();
+        }
+        let web = web_yaml.replace("{dir}", &dir.path().display().to_string());
+        std::fs::write(dir.path().join("web.yml"), web).unwrap();
+        let mut p = Self::launch_with(dir, data, &[], Some("web.yml"), extra_args);
+        p.restart();
+        p
+    }
+
     fn launch(dir: tempfile::TempDir, data: PathBuf, targets: &[String], web_config: Option<&str>) -> Self {
+        let mut p = Self::launch_with(dir, data, targets, web_config, &[]);
+        p.restart();
+        p
+    }
+
+    fn launch_with(
+        dir: tempfile::TempDir,
+        data: PathBuf,
+        targets: &[String],
+        web_config: Option<&str>,
+        extra_args: &[&str],
+    ) -> Self {
         let config = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: test\n    static_configs:\n      - targets: [{}]\n",
             targets.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ")
@@ -264,9 +292,8 @@ impl Prometheus {
         if let Some(web) = web_config {
             args.push(format!("--web.config.file={}", dir.path().join(web).display()));
         }
-        let mut p = Self { child: None, addr, dir, data, args };
-        p.restart();
-        p
+        args.extend(extra_args.iter().map(|a| a.to_string()));
+        Self { child: None, addr, dir, data, args }
     }
 
     /// Start (again) with the same data, config and port.
@@ -279,7 +306,9 @@ impl Prometheus {
             .spawn()
             .expect("prometheus starts");
         self.child = Some(child);
-        let tls = self.args.iter().any(|a| a.starts_with("--web.config.file"));
+        // With a web config (TLS, auth) or a route prefix, /-/ready is not at the root or not
+        // open: a listening port is enough; the tests then poll a query.
+        let tls = self.args.iter().any(|a| a.starts_with("--web.config.file") || a.starts_with("--web.route-prefix"));
         let addr = self.addr.clone();
         let log_path = self.dir.path().join("prometheus.log");
         wait_for(&format!("Prometheus on {addr} (log: {})", log_path.display()), Duration::from_secs(30), || {
