@@ -472,6 +472,18 @@ impl PrometheusSource {
     }
 
     fn classify(&self, query: &str, error: PromError) -> QueryError {
+        // The TLS error itself, without the request URL around it: it is the same for every
+        // query, so a plan's dimensions report one identical reason.
+        if let PromError::Client(c) = &error
+            && let Some(r) = c.inner()
+            && let Some(tls) = rustls_error(r)
+        {
+            return QueryError::Tls {
+                address: self.address.clone(),
+                detail: tls.to_string(),
+                hint: tls_hint(tls, self.auth),
+            };
+        }
         match &error {
             PromError::Prometheus(e) if e.is_timeout() => {
                 QueryError::Timeout { query: query.to_string(), timeout: self.timeout }
@@ -482,11 +494,6 @@ impl PrometheusSource {
             },
             PromError::Client(c) => match c.inner() {
                 Some(r) if r.is_timeout() => QueryError::Timeout { query: query.to_string(), timeout: self.timeout },
-                Some(r) if rustls_error(r).is_some() => QueryError::Tls {
-                    address: self.address.clone(),
-                    detail: error_chain(r),
-                    hint: rustls_error(r).map(|tls| tls_hint(tls, self.auth)).unwrap_or_default(),
-                },
                 Some(r) if matches!(r.status(), Some(StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)) => {
                     QueryError::Unauthorized {
                         address: self.address.clone(),

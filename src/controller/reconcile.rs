@@ -673,15 +673,15 @@ async fn report(
         emit_limited(ctx, plan, state, EventReason::Paused, &decision.action.to_string(), &note).await;
     }
 
-    let missing: Vec<String> =
-        decision.dimensions.iter().filter_map(|b| b.missing.as_ref().map(|m| format!("{} ({m})", b.name))).collect();
+    let missing = engine::group_missing(
+        decision.dimensions.iter().filter_map(|b| b.missing.as_ref().map(|m| (b.name.as_str(), m.to_string()))),
+    );
     if missing.is_empty() {
         state.last_events.remove(&EventReason::MetricsUnavailable);
     } else {
         let names: Vec<&str> =
             decision.dimensions.iter().filter(|b| b.missing.is_some()).map(|b| b.name.as_str()).collect();
-        let note =
-            format!("No usable data for {}. Missing data never scales down. {}", missing.join(", "), decision.reason);
+        let note = format!("No usable data for {missing}. Missing data never scales down. {}", decision.reason);
         emit_limited(ctx, plan, state, EventReason::MetricsUnavailable, &names.join(","), &note).await;
     }
 }

@@ -240,11 +240,9 @@ pub fn build(
                 .inspect_err(|e| tracing::warn!(error = %e, "scaling memory not kept in status"))
                 .ok();
 
-            let missing: Vec<String> = decision
-                .dimensions
-                .iter()
-                .filter_map(|b| b.missing.as_ref().map(|m| format!("{} ({m})", b.name)))
-                .collect();
+            let missing = crate::engine::group_missing(
+                decision.dimensions.iter().filter_map(|b| b.missing.as_ref().map(|m| (b.name.as_str(), m.to_string()))),
+            );
             let metrics = if missing.is_empty() {
                 c(ConditionType::MetricsAvailable, true, Reason::MetricsFound, "Every dimension returned a value.")
             } else {
@@ -252,7 +250,7 @@ pub fn build(
                     ConditionType::MetricsAvailable,
                     false,
                     Reason::MetricsUnavailable,
-                    &format!("No usable data for {}.", missing.join(", ")),
+                    &format!("No usable data for {missing}."),
                 )
             };
             let limited = match &decision.limited {
@@ -282,7 +280,7 @@ pub fn build(
                     ConditionType::Ready,
                     false,
                     Reason::MetricsUnavailable,
-                    &format!("No usable data for {}; missing data never scales down.", missing.join(", ")),
+                    &format!("No usable data for {missing}; missing data never scales down."),
                 ),
                 (None, true) => c(ConditionType::Ready, true, Reason::Reconciled, &decision.reason),
             };

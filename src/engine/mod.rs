@@ -505,10 +505,7 @@ pub fn decide(policy: &Policy, memory: &Memory, now: f64, current: Replicas) -> 
         limited: None,
     };
 
-    let missing_note = || {
-        let parts: Vec<String> = d_missing(&missing_names, &policy.dimensions, memory);
-        parts.join(", ")
-    };
+    let missing_note = || d_missing(&missing_names, &policy.dimensions, memory);
 
     // Missing data: Hold and Fallback never compute a score-based change.
     if !complete {
@@ -801,18 +798,29 @@ fn change_text(from: Replicas, to: Replicas) -> String {
     if parts.is_empty() { "no change".to_string() } else { parts.join(", ") }
 }
 
-fn d_missing(names: &[&str], dims: &[DimensionPolicy], memory: &Memory) -> Vec<String> {
-    names
-        .iter()
-        .map(|n| {
-            let why = dims
-                .iter()
-                .position(|d| d.name == *n)
-                .and_then(|i| memory.last_missing.get(i).cloned().flatten())
-                .unwrap_or(Missing::NoData);
-            format!("{n} ({why})")
-        })
-        .collect()
+fn d_missing(names: &[&str], dims: &[DimensionPolicy], memory: &Memory) -> String {
+    group_missing(names.iter().map(|n| {
+        let why = dims
+            .iter()
+            .position(|d| d.name == *n)
+            .and_then(|i| memory.last_missing.get(i).cloned().flatten())
+            .unwrap_or(Missing::NoData);
+        (*n, why.to_string())
+    }))
+}
+
+/// Dimensions without data and why, with the dimensions that share a reason named together:
+/// `business, experience (no data); infrastructure (query failed (...))`. A failing Prometheus
+/// is one reason, said once, not once per dimension.
+pub fn group_missing<'a>(missing: impl IntoIterator<Item = (&'a str, String)>) -> String {
+    let mut groups: Vec<(String, Vec<&str>)> = Vec::new();
+    for (name, why) in missing {
+        match groups.iter_mut().find(|(w, _)| *w == why) {
+            Some((_, names)) => names.push(name),
+            None => groups.push((why, vec![name])),
+        }
+    }
+    groups.iter().map(|(why, names)| format!("{} ({why})", names.join(", "))).collect::<Vec<_>>().join("; ")
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -891,7 +899,7 @@ fn explain(
                     out,
                     "Score {score:.2} is below {:.2}, but scale-down needs every dimension and {} has no data; nothing to change.",
                     policy.down_trigger(),
-                    d_missing(missing_names, &policy.dimensions, memory).join(", ")
+                    d_missing(missing_names, &policy.dimensions, memory)
                 );
             } else if score < policy.down_trigger() {
                 let _ = write!(
@@ -911,7 +919,7 @@ fn explain(
         let _ = write!(
             out,
             " Scored without {} (policy Renormalize).",
-            d_missing(missing_names, &policy.dimensions, memory).join(", ")
+            d_missing(missing_names, &policy.dimensions, memory)
         );
     }
     if let Some(l) = &d.limited
