@@ -328,10 +328,6 @@ fn run_simulate(args: SimulateArgs) -> Result<(), String> {
             ..connection_files(&args)?
         };
         let source = PrometheusSource::new(&config).map_err(|e| e.to_string())?;
-        let queries: Vec<String> = plan.spec.dimensions.iter().map(|d| d.query.clone()).collect();
-        let health: Vec<String> = plan.spec.clusters.iter().map(|c| c.health.query.clone()).collect();
-        let gates: Vec<String> =
-            plan.spec.traffic.iter().flat_map(|t| t.failback.gates.iter().map(|g| g.query.clone())).collect();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
