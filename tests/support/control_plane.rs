@@ -283,12 +283,7 @@ impl ControlPlane {
 
     /// Run kubectl as admin; returns (success, stdout, stderr).
     pub fn kubectl(&self, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new("kubectl")
-            .arg(format!("--kubeconfig={}", self.admin_kubeconfig.display()))
-            .args(args)
-            .output()
-            .expect("kubectl is installed");
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+        kubectl(&self.admin_kubeconfig, args)
     }
 
     /// Run kubectl as admin and fail the test with its output unless it succeeds; returns stdout.
@@ -388,6 +383,16 @@ fn remove_at_exit(dir: PathBuf, pids: [Option<u32>; 3]) {
         unsafe { libc::atexit(cleanup) };
     }
     list.push((dir, pids));
+}
+
+/// Run the machine's kubectl with `kubeconfig`; returns (success, stdout, stderr).
+pub fn kubectl(kubeconfig: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("kubectl")
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .args(args)
+        .output()
+        .expect("kubectl is installed");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
 
 /// The project's generated CRDs.

@@ -196,12 +196,7 @@ impl Tenant {
 
     /// Run kubectl as admin against this tenant's control plane; returns (ok, stdout, stderr).
     pub fn kubectl(&self, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new("kubectl")
-            .arg(format!("--kubeconfig={}", self.admin_kubeconfig.display()))
-            .args(args)
-            .output()
-            .expect("kubectl is installed");
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+        super::control_plane::kubectl(&self.admin_kubeconfig, args)
     }
 
     /// Events (events.k8s.io/v1) in the plans' namespace with this reason.
