@@ -254,32 +254,31 @@ def test_alerts_name_only_metrics_the_operator_exports():
             assert all('job="fo-fulfillment-operator"' in s for s in selectors), (r["alert"], selectors)
 
 
+def promtool_test_rules(groups, tmp_path):
+    """`promtool test rules` of tests/alerts/alerts_test.yaml against `groups`. The unit tests compare
+    the summary; the long descriptions and links are checked elsewhere."""
+    for g in groups:
+        for r in g["rules"]:
+            r["annotations"] = {"summary": r["annotations"]["summary"]}
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}))
+    (tmp_path / "alerts_test.yaml").write_text((ROOT / "tests" / "alerts" / "alerts_test.yaml").read_text())
+    return subprocess.run([promtool(), "test", "rules", str(tmp_path / "alerts_test.yaml")], capture_output=True, text=True)
+
+
 def test_promtool_checks_the_rules_and_their_unit_tests_pass(tmp_path):
     groups = rule_groups()
     (tmp_path / "full.yaml").write_text(yaml.safe_dump({"groups": groups}))
     check = subprocess.run([promtool(), "check", "rules", str(tmp_path / "full.yaml")], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
     assert f"SUCCESS: {len(ALERTS)} rules found" in check.stdout, check.stdout
-    # The unit tests compare the summary; the long descriptions and links are checked above.
-    for g in groups:
-        for r in g["rules"]:
-            r["annotations"] = {"summary": r["annotations"]["summary"]}
-    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}))
-    (tmp_path / "alerts_test.yaml").write_text((ROOT / "tests" / "alerts" / "alerts_test.yaml").read_text())
-    result = subprocess.run([promtool(), "test", "rules", str(tmp_path / "alerts_test.yaml")], capture_output=True, text=True)
+    result = promtool_test_rules(groups, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 
 
 def test_promtool_unit_tests_can_fail(tmp_path):
     """The unit tests would notice a changed threshold: render with a later notReadyFor."""
-    groups = rule_groups({"notReadyFor": "1h"})
-    for g in groups:
-        for r in g["rules"]:
-            r["annotations"] = {"summary": r["annotations"]["summary"]}
-    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}))
-    (tmp_path / "alerts_test.yaml").write_text((ROOT / "tests" / "alerts" / "alerts_test.yaml").read_text())
-    result = subprocess.run([promtool(), "test", "rules", str(tmp_path / "alerts_test.yaml")], capture_output=True, text=True)
+    result = promtool_test_rules(rule_groups({"notReadyFor": "1h"}), tmp_path)
     assert result.returncode != 0
     assert "FulfillmentPlanNotReady" in result.stdout + result.stderr
 
