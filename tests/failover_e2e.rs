@@ -170,7 +170,8 @@ async fn a_breach_scales_survivors_then_shifts_traffic_and_recovery_fails_back_s
         w.remote.proxy.requests().into_iter().find(|r| r.method == "PATCH" && r.path.ends_with("/scale")).unwrap().at;
     let shifted_at = w.route_patches()[0].0;
     assert!(scaled_at <= shifted_at, "survivors are scaled before traffic moves");
-    assert_eq!(w.cluster("eu")["phase"], "Failed");
+    // Status is written after the route in the same reconcile: wait for it, do not race it.
+    until("eu Failed in status", Duration::from_secs(5), &op, || w.cluster("eu")["phase"] == "Failed").await;
     until("events", Duration::from_secs(5), &op, || !w.events("TrafficShifted").is_empty()).await;
     for reason in ["ClusterUnhealthy", "FailoverStarted", "SurvivorsScaled", "TrafficShifted"] {
         assert!(!w.events(reason).is_empty(), "a {reason} event");
