@@ -333,6 +333,8 @@ pub struct PrometheusSource {
     address: String,
     timeout: Duration,
     auth: AuthMode,
+    /// For `https://` addresses: what [`handshake_probe`] connects with.
+    probe: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl fmt::Debug for PrometheusSource {
@@ -410,7 +412,8 @@ impl PrometheusSource {
         let http = builder.build().map_err(|e| ConfigError::Client(error_chain(&e)))?;
         let client = Client::from(http, &address)
             .map_err(|e| ConfigError::Address { address: address.clone(), detail: e.to_string() })?;
-        Ok(Self { client, address, timeout, auth: config.auth_mode() })
+        let probe = if address.starts_with("https://") { Some(probe_config(config)?) } else { None };
+        Ok(Self { client, address, timeout, auth: config.auth_mode(), probe })
     }
 
     /// The server's address.
@@ -424,7 +427,10 @@ impl PrometheusSource {
         if let Some(t) = at {
             request = request.at(t);
         }
-        let result = request.get().await.map_err(|e| self.classify(query, e))?;
+        let result = match request.get().await {
+            Ok(r) => r,
+            Err(e) => return Err(self.diagnose(query, e).await),
+        };
         match result.data() {
             Data::Scalar(sample) => Ok(sample.value()),
             Data::Vector(series) => match series.as_slice() {
@@ -450,13 +456,12 @@ impl PrometheusSource {
     /// Evaluate `query` over `[start, end]` (unix seconds) every `step` seconds. An empty result
     /// is an empty list; more than one series is an error.
     pub async fn range(&self, query: &str, start: i64, end: i64, step: f64) -> Result<Vec<(f64, f64)>, QueryError> {
-        let result = self
-            .client
-            .query_range(query, start, end, step)
-            .timeout(self.timeout.as_millis() as i64)
-            .get()
-            .await
-            .map_err(|e| self.classify(query, e))?;
+        let result =
+            match self.client.query_range(query, start, end, step).timeout(self.timeout.as_millis() as i64).get().await
+            {
+                Ok(r) => r,
+                Err(e) => return Err(self.diagnose(query, e).await),
+            };
         match result.data() {
             Data::Matrix(series) => match series.as_slice() {
                 [] => Ok(Vec::new()),
@@ -469,6 +474,27 @@ impl PrometheusSource {
                 detail: "Prometheus answered a range query with an instant vector".into(),
             }),
         }
+    }
+
+    /// [`Self::classify`], and for a TLS connection the server closed before the request went
+    /// out, a [`handshake_probe`] to learn why. In TLS 1.3 a server that refuses the client's
+    /// certificate says so only after the client considers the handshake done; when its alert
+    /// arrives before the request is written, the HTTP client reports just "connection was not
+    /// ready" and drops the alert.
+    async fn diagnose(&self, query: &str, error: PromError) -> QueryError {
+        let unsent = matches!(&error, PromError::Client(c) if c.inner().is_some_and(closed_before_answer));
+        let classified = self.classify(query, error);
+        if let (true, QueryError::Unreachable { .. }, Some(config)) = (unsent, &classified, &self.probe) {
+            let wait = self.timeout.min(Duration::from_secs(2));
+            if let Some(tls) = handshake_probe(&self.address, config.clone(), wait).await {
+                return QueryError::Tls {
+                    address: self.address.clone(),
+                    detail: tls.to_string(),
+                    hint: tls_hint(&tls, self.auth),
+                };
+            }
+        }
+        classified
     }
 
     fn classify(&self, query: &str, error: PromError) -> QueryError {
@@ -581,6 +607,98 @@ fn rustls_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a 
     error.source().and_then(rustls_error)
 }
 
+/// The TLS settings a [`handshake_probe`] uses: the plan's client certificate, and no check of
+/// the server's certificate. The probe runs only after the real client completed a handshake
+/// with the same address (that one verified the server), and it sends nothing but the handshake.
+fn probe_config(config: &PrometheusConfig) -> Result<std::sync::Arc<rustls::ClientConfig>, ConfigError> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ConfigError::Client(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(AnyServer(provider)));
+    let tls = match &config.client_identity {
+        None => builder.with_no_client_auth(),
+        Some(identity) => {
+            let unusable = |what: &str| ConfigError::ClientIdentity(what.to_string());
+            let certs = CertificateDer::pem_slice_iter(&identity.cert_pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| unusable("the certificate is not a PEM CERTIFICATE"))?;
+            let key = PrivateKeyDer::from_pem_slice(&identity.key_pem)
+                .map_err(|_| unusable("the key is not a PEM private key"))?;
+            builder.with_client_auth_cert(certs, key).map_err(|e| ConfigError::ClientIdentity(e.to_string()))?
+        }
+    };
+    Ok(std::sync::Arc::new(tls))
+}
+
+/// Accepts any server certificate (see [`probe_config`]); signatures are still checked.
+#[derive(Debug)]
+struct AnyServer(std::sync::Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Connect to `address` with TLS and wait up to `wait` for what the server says after the
+/// handshake. The TLS error it ends with (an alert such as "certificate required"), if any.
+async fn handshake_probe(
+    address: &str,
+    config: std::sync::Arc<rustls::ClientConfig>,
+    wait: Duration,
+) -> Option<rustls::Error> {
+    use tokio::io::AsyncReadExt as _;
+    let url = reqwest::Url::parse(address).ok()?;
+    let host = url.host_str()?.trim_start_matches('[').trim_end_matches(']').to_string();
+    let port = url.port_or_known_default()?;
+    let name = rustls::pki_types::ServerName::try_from(host.clone()).ok()?;
+    let probe = async {
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await.ok()?;
+        let mut tls = match tokio_rustls::TlsConnector::from(config).connect(name, tcp).await {
+            Ok(tls) => tls,
+            Err(e) => return rustls_error(&e).cloned(),
+        };
+        let mut byte = [0u8; 1];
+        match tls.read(&mut byte).await {
+            Err(e) => rustls_error(&e).cloned(),
+            Ok(_) => None,
+        }
+    };
+    tokio::time::timeout(wait, probe).await.ok().flatten()
+}
+
 fn tls_hint(error: &rustls::Error, auth: AuthMode) -> &'static str {
     use rustls::AlertDescription as Alert;
     match error {
@@ -666,5 +784,72 @@ mod tests {
         assert_eq!(value_at(&series, 145.0, 15.0), Some(4.0));
         assert_eq!(value_at(&series, 99.0, 15.0), None, "nothing before the first sample");
         assert_eq!(value_at(&[], 100.0, 15.0), None);
+    }
+
+    /// A TLS 1.3 server that requires a client certificate, as Prometheus's
+    /// `client_auth_type: RequireAndVerifyClientCert`: the probe reads its alert, the one the
+    /// HTTP client can lose when it arrives before the request is written.
+    #[tokio::test]
+    async fn the_handshake_probe_reads_why_the_server_closed_the_connection() {
+        use super::{ClientIdentity, PrometheusConfig, handshake_probe, probe_config, tls_hint};
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+        use std::{sync::Arc, time::Duration};
+
+        super::install_crypto_provider();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca, ca_key);
+        let server_key = KeyPair::generate().unwrap();
+        let server_cert =
+            CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&server_key, &issuer).unwrap();
+        let client_key = KeyPair::generate().unwrap();
+        let client_cert =
+            CertificateParams::new(Vec::<String>::new()).unwrap().signed_by(&client_key, &issuer).unwrap();
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca_cert.der().clone()).unwrap();
+        let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots)).build().unwrap();
+        let server = rustls::ServerConfig::builder()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(
+                vec![CertificateDer::from_pem_slice(server_cert.pem().as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(server_key.serialize_pem().as_bytes()).unwrap(),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = format!("https://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    // Refused handshakes end here, after the alert went out; accepted ones idle.
+                    if let Ok(stream) = acceptor.accept(tcp).await {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        drop(stream);
+                    }
+                });
+            }
+        });
+
+        let wait = Duration::from_secs(2);
+        let without = probe_config(&PrometheusConfig::default()).unwrap();
+        let alert = handshake_probe(&address, without, wait).await.expect("the server's alert");
+        assert_eq!(alert, rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired));
+        assert!(tls_hint(&alert, super::AuthMode::None).contains("set tls.clientCertificate"));
+
+        let identity = ClientIdentity {
+            cert_pem: client_cert.pem().into_bytes(),
+            key_pem: client_key.serialize_pem().into_bytes(),
+        };
+        let with = probe_config(&PrometheusConfig { client_identity: Some(identity), ..Default::default() }).unwrap();
+        assert_eq!(handshake_probe(&address, with, Duration::from_millis(300)).await, None, "an accepted certificate");
+
+        let closed = format!("https://{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap());
+        let none = probe_config(&PrometheusConfig::default()).unwrap();
+        assert_eq!(handshake_probe(&closed, none, wait).await, None, "nothing listening is not a TLS error");
     }
 }
