@@ -53,11 +53,15 @@ fn day_backtest(c: &mut Criterion) {
             0.05 + orders / 200000.0
         ));
     }
-    let options = ReplayOptions { initial: Replicas { brokers: 3, workers: 12 }, feedback: true };
+    let options = ReplayOptions {
+        initial: Replicas { brokers: 3, workers: 12 },
+        feedback: true,
+        max_evaluations: fulfillment_operator::simulate::DEFAULT_MAX_EVALUATIONS,
+    };
     c.bench_function("backtest: 24 h at 15 s (5,760 steps) from CSV", |b| {
         b.iter(|| {
             let trace = Trace::from_csv(black_box(csv.as_bytes()), &p).expect("trace");
-            let r = replay("plan", &p, &p, &trace, options);
+            let r = replay("plan", &p, &p, &trace, options).expect("within the limit");
             assert_eq!(r.steps.len(), 5760);
             black_box(r.summary())
         })

@@ -176,7 +176,9 @@ pub struct HealthRule {
     /// PromQL returning one value for this cluster, e.g. etcd p99 request latency in seconds.
     #[schemars(length(min = 1, max = 4096))]
     pub query: String,
-    /// The value above which the cluster is unhealthy (0.2 for 200 ms).
+    /// The value above which the cluster is unhealthy (0.2 for 200 ms); a finite number, ±1e15
+    /// at most.
+    #[schemars(range(min = -1e15, max = 1e15))]
     pub threshold: f64,
     /// How long the breach must hold (Go duration, up to 1h).
     #[serde(rename = "for", default = "default_health_for")]
@@ -273,9 +275,11 @@ pub struct FailbackSpec {
     #[serde(default = "default_step_interval")]
     #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') && duration(self) >= duration('1s') && duration(self) <= duration('1h')").message("stepInterval must be a Go duration between 1s and 1h, such as 1m"))]
     pub step_interval: GoDuration,
-    /// Queries that must stay at or below their bound for their window before each step.
+    /// Queries that must stay at or below their bound for their window before each step. At
+    /// most 8, with unique names.
     #[serde(default)]
     #[schemars(length(max = 8))]
+    #[x_kube(validation = Rule::new("self.all(g, self.filter(h, h.name == g.name).size() == 1)").message("gate names must be unique: rename the duplicate gate"))]
     pub gates: Vec<GateSpec>,
 }
 
@@ -304,13 +308,16 @@ impl Default for FailbackSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct GateSpec {
-    /// Gate name (for status, events and `gate:<name>` trace columns).
+    /// Gate name (lower case letters, digits and `-`, starting with a letter), for status,
+    /// events and `gate:<name>` trace columns.
     #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("gate name must be lower case letters, digits and '-', starting with a letter"))]
     pub name: String,
     /// PromQL returning one value, e.g. the recovering cluster's error ratio.
     #[schemars(length(min = 1, max = 4096))]
     pub query: String,
-    /// The highest acceptable value.
+    /// The highest acceptable value (a finite number; ±1e15 at most).
+    #[schemars(range(min = -1e15, max = 1e15))]
     pub max: f64,
     /// How long it must have held before a step (Go duration, default 30s).
     #[serde(rename = "for", default = "default_health_for")]

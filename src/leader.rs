@@ -32,12 +32,73 @@ pub struct ElectionConfig {
     pub renew_deadline: Duration,
     /// How often to try to acquire or renew.
     pub retry_period: Duration,
+    /// The API server's URL, named in logs when the Lease cannot be reached.
+    pub api_server: String,
+}
+
+/// The shortest `--retry-period`: every replica reads the Lease this often, so a few hundred
+/// milliseconds is the floor that keeps a fleet of replicas from loading the API server.
+pub const MIN_RETRY_PERIOD: Duration = Duration::from_millis(500);
+
+/// client-go's `JitterFactor`: its renew deadline must exceed the retry period times this, so a
+/// leader gets more than one renewal attempt before it must step down.
+pub const JITTER_FACTOR: f64 = 1.2;
+
+/// Lease timings that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimingError {
+    /// The retry period is below the floor.
+    #[error("--retry-period ({0:?}) must be at least 500ms: each replica reads the Lease that often")]
+    RetryTooShort(Duration),
+    /// The renew deadline leaves no room for a retry (client-go: renewDeadline > JitterFactor × retryPeriod).
+    #[error(
+        "--renew-deadline ({renew:?}) must be longer than 1.2 × --retry-period ({retry:?}), as in client-go, so a leader can retry before it steps down"
+    )]
+    RenewTooShort {
+        /// The renew deadline.
+        renew: Duration,
+        /// The retry period.
+        retry: Duration,
+    },
+    /// The lease does not outlast the renew deadline (client-go: leaseDuration > renewDeadline).
+    #[error(
+        "--renew-deadline ({renew:?}) must be shorter than --lease-duration ({lease:?}), so a leader that cannot renew stops acting before a standby may take over"
+    )]
+    LeaseTooShort {
+        /// The lease duration.
+        lease: Duration,
+        /// The renew deadline.
+        renew: Duration,
+    },
+    /// The Lease stores whole seconds (`leaseDurationSeconds`).
+    #[error(
+        "--lease-duration ({0:?}) must be a whole number of seconds of at least 2s: the Lease stores leaseDurationSeconds"
+    )]
+    LeaseNotWholeSeconds(Duration),
+}
+
+/// Check lease timings the way client-go's `NewLeaderElector` does, plus floors of our own.
+pub fn check_timings(lease: Duration, renew: Duration, retry: Duration) -> Result<(), TimingError> {
+    if retry < MIN_RETRY_PERIOD {
+        return Err(TimingError::RetryTooShort(retry));
+    }
+    if renew.as_secs_f64() <= JITTER_FACTOR * retry.as_secs_f64() {
+        return Err(TimingError::RenewTooShort { renew, retry });
+    }
+    if lease <= renew {
+        return Err(TimingError::LeaseTooShort { lease, renew });
+    }
+    if lease.subsec_nanos() != 0 || lease < Duration::from_secs(2) || lease.as_secs() > i32::MAX as u64 {
+        return Err(TimingError::LeaseNotWholeSeconds(lease));
+    }
+    Ok(())
 }
 
 /// What this replica knows about leadership.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Leadership {
-    /// Not yet known (no answer from the API server yet).
+    /// Not known: no answer from the API server yet, or the Lease cannot be read (and this
+    /// replica is not a leader within its renew deadline). `/readyz` is not ready meanwhile.
     Unknown,
     /// This replica holds the lease and may act.
     Leader,
@@ -68,12 +129,19 @@ pub async fn run(api: Api<Lease>, config: ElectionConfig, tx: watch::Sender<Lead
                 tx.send_if_modified(|l| replace(l, Leadership::Follower));
             }
             Err(e) => {
-                tracing::warn!(lease = %config.lease_name, error = %e, "leader election: cannot reach the lease");
-                // A leader keeps acting until its renew deadline; then it steps down.
+                tracing::warn!(
+                    lease = %config.lease_name,
+                    namespace = %config.namespace,
+                    api_server = %config.api_server,
+                    error = %crate::prometheus::error_chain(&e),
+                    "leader election: cannot read or write the lease"
+                );
+                // A leader keeps acting until its renew deadline; then it steps down. Nobody
+                // knows who leads while the Lease cannot be read: not ready, not a follower.
                 let still_leader = last_renew.is_some_and(|t| now.duration_since(t) < config.renew_deadline);
                 if !still_leader {
                     last_renew = None;
-                    tx.send_if_modified(|l| replace(l, Leadership::Follower));
+                    tx.send_if_modified(|l| replace(l, Leadership::Unknown));
                 }
             }
         }
@@ -83,7 +151,7 @@ pub async fn run(api: Api<Lease>, config: ElectionConfig, tx: watch::Sender<Lead
         }
     }
     if *tx.borrow() == Leadership::Leader {
-        tx.send_replace(Leadership::Follower);
+        tx.send_replace(Leadership::Unknown);
         match release(&api, &config).await {
             Ok(()) => tracing::info!(lease = %config.lease_name, "released the lease"),
             Err(e) => {
@@ -172,4 +240,23 @@ async fn release(api: &Api<Lease>, config: &ElectionConfig) -> Result<(), kube::
     spec.renew_time = Some(now_micro());
     spec.lease_duration_seconds = Some(1);
     api.replace(&config.lease_name, &PostParams::default(), &lease).await.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn timings_follow_client_go_and_the_floors() {
+        assert_eq!(check_timings(ms(15_000), ms(10_000), ms(2_000)), Ok(()));
+        assert_eq!(check_timings(ms(2_000), ms(1_000), ms(500)), Ok(()));
+        assert!(matches!(check_timings(ms(15), ms(10), ms(2)), Err(TimingError::RetryTooShort(_))));
+        assert!(matches!(check_timings(ms(15_000), ms(2_400), ms(2_000)), Err(TimingError::RenewTooShort { .. })));
+        assert!(matches!(check_timings(ms(10_000), ms(10_000), ms(2_000)), Err(TimingError::LeaseTooShort { .. })));
+        assert!(matches!(check_timings(ms(1_500), ms(1_000), ms(500)), Err(TimingError::LeaseNotWholeSeconds(_))));
+    }
 }

@@ -145,6 +145,10 @@ struct SimulateArgs {
     /// Replay utilization values exactly as recorded (no capacity feedback model).
     #[arg(long)]
     no_feedback: bool,
+    /// Refuse replays of more evaluations than this (each keeps about 1 KB of memory; the
+    /// default covers about 35 days at a 15s interval).
+    #[arg(long, default_value_t = simulate::DEFAULT_MAX_EVALUATIONS)]
+    max_evaluations: usize,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -165,24 +169,24 @@ enum Baseline {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Crd => {
-            print!("{}", plan::crd_yaml());
-            Ok(())
-        }
+        Command::Crd => write_stdout(&plan::crd_yaml()),
         Command::Metrics => {
             let metrics = fulfillment_operator::telemetry::Metrics::default();
+            let mut text = String::new();
             for m in metrics.exported() {
                 for name in m.series_names() {
-                    println!("{name}\t{}\t{}", m.kind.as_str(), m.help);
+                    text.push_str(&format!("{name}\t{}\t{}\n", m.kind.as_str(), m.help));
                 }
             }
-            Ok(())
+            write_stdout(&text)
         }
-        Command::Validate { plan } => plan::load(&plan)
-            .map(|p| {
-                println!("{}: valid FulfillmentPlan {:?}", plan.display(), p.metadata.name.unwrap_or_default());
-            })
-            .map_err(|e| e.to_string()),
+        Command::Validate { plan } => plan::load(&plan).map_err(|e| e.to_string()).and_then(|p| {
+            write_stdout(&format!(
+                "{}: valid FulfillmentPlan {:?}\n",
+                plan.display(),
+                p.metadata.name.unwrap_or_default()
+            ))
+        }),
         Command::Simulate(args) => run_simulate(*args),
         Command::Run(args) => run_controller(*args),
     };
@@ -195,6 +199,12 @@ fn main() -> ExitCode {
     }
 }
 
+/// Write to stdout, as an error rather than a panic when stdout is full or closed.
+fn write_stdout(text: &str) -> Result<(), String> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes()).and_then(|()| out.flush()).map_err(|e| format!("cannot write output: {e}"))
+}
+
 fn run_controller(args: RunArgs) -> Result<(), String> {
     use fulfillment_operator::duration::GoDuration;
     fulfillment_operator::telemetry::init_logging(args.log_format);
@@ -204,8 +214,9 @@ fn run_controller(args: RunArgs) -> Result<(), String> {
     let lease_duration = duration("lease-duration", &args.lease_duration)?;
     let renew_deadline = duration("renew-deadline", &args.renew_deadline)?;
     let retry_period = duration("retry-period", &args.retry_period)?;
-    if renew_deadline >= lease_duration || retry_period >= renew_deadline || retry_period.is_zero() {
-        return Err("leader election needs 0 < --retry-period < --renew-deadline < --lease-duration".into());
+    if args.leader_election {
+        fulfillment_operator::leader::check_timings(lease_duration, renew_deadline, retry_period)
+            .map_err(|e| e.to_string())?;
     }
     let config = fulfillment_operator::controller::RunConfig {
         namespaces: args.namespaces.into_iter().map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect(),
@@ -219,6 +230,7 @@ fn run_controller(args: RunArgs) -> Result<(), String> {
             lease_duration,
             renew_deadline,
             retry_period,
+            api_server: String::new(),
         }),
         concurrency: args.concurrency.max(1),
     };
@@ -299,6 +311,27 @@ fn connection_files(args: &SimulateArgs) -> Result<PrometheusConfig, String> {
     })
 }
 
+/// A replay holds a row's values across a hole in the trace; say so when a hole spans more than
+/// ten evaluations (and more than a minute).
+fn warn_about_gaps(trace: &Trace, interval_secs: f64) {
+    let longer_than = (10.0 * interval_secs).max(60.0);
+    let gaps = trace.gaps(longer_than);
+    let Some(longest) = gaps.first() else { return };
+    let place = if longest.after_line > 0 {
+        format!("between line {} and line {}", longest.after_line, longest.before_line)
+    } else {
+        "in the history".to_string()
+    };
+    let others = match gaps.len() {
+        1 => String::new(),
+        n => format!(" ({} more gaps longer than {})", n - 1, simulate::readable_secs(longer_than)),
+    };
+    eprintln!(
+        "warning: the trace has a gap of {} {place}{others}; the replay holds the values before a gap across it",
+        simulate::readable_secs(longest.secs)
+    );
+}
+
 fn run_simulate(args: SimulateArgs) -> Result<(), String> {
     let plan = plan::load(&args.plan).map_err(|e| e.to_string())?;
     let compiled = plan::CompiledPlan::new(&plan);
@@ -333,13 +366,18 @@ fn run_simulate(args: SimulateArgs) -> Result<(), String> {
             .build()
             .map_err(|e| format!("cannot start the async runtime: {e}"))?;
         runtime
-            .block_on(Trace::from_prometheus(&source, &compiled, from, to, step.as_secs_f64()))
+            .block_on(Trace::from_prometheus(&source, &compiled, from, to, step.as_secs_f64(), args.max_evaluations))
             .map_err(|e| e.to_string())?
     };
-    let options = ReplayOptions { initial, feedback: !args.no_feedback };
-    let replay = simulate::replay("plan", policy, policy, &trace, options);
-    let baseline =
-        args.baseline.map(|Baseline::Hpa| simulate::replay("hpa", &policy.hpa_baseline(), policy, &trace, options));
+    let options = ReplayOptions { initial, feedback: !args.no_feedback, max_evaluations: args.max_evaluations };
+    let replay = simulate::replay("plan", policy, policy, &trace, options).map_err(|e| e.to_string())?;
+    let baseline = match args.baseline {
+        Some(Baseline::Hpa) => {
+            Some(simulate::replay("hpa", &policy.hpa_baseline(), policy, &trace, options).map_err(|e| e.to_string())?)
+        }
+        None => None,
+    };
+    warn_about_gaps(&trace, policy.interval_secs);
 
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

@@ -1,11 +1,17 @@
 //! Reading and validating plans.
 //!
-//! Validation is the CRD's own schema rules: [`validate`] evaluates the `x-kubernetes-validations`
-//! CEL rules that the API server enforces, with the same messages, through kube's client-side CEL
-//! evaluator. There is no second list of rules to drift from the first. One check only Rust can
-//! make is added: every dimension's query must parse as PromQL and return an instant value (the
-//! API server sees a string; a broken query would otherwise only show up as missing data).
+//! Validation is the CRD's own schema, in the order the API server applies it: the plan's size,
+//! its types and fields (strict, with lines), the whole generated OpenAPI schema (`maxItems`,
+//! `maxLength`, `minLength`, `pattern`, `enum`, `format`, `minimum`, `required`, ...) through a
+//! JSON-schema validator, the object's name, and only when all that holds the
+//! `x-kubernetes-validations` CEL rules through kube's client-side CEL evaluator. There is no
+//! second list of rules to drift from the first, and the schema's limits bound the cost of the
+//! CEL and PromQL checks. Checks only Rust can make are added: numbers must be finite (YAML's
+//! `.nan` and `.inf` cannot reach the API server, whose JSON has no such values), and every query
+//! must parse as PromQL and return an instant value.
 
+use std::io::Read;
+use std::sync::OnceLock;
 use std::{fmt, path::Path};
 
 use kube::CustomResourceExt;
@@ -54,20 +60,46 @@ pub enum PlanError {
         /// kind found.
         kind: String,
     },
+    /// The file is larger than any plan the API server would store.
+    #[error(
+        "plan {path} is larger than {limit} bytes, more than the API server stores for one object; is it the right file?"
+    )]
+    TooLarge {
+        /// The path (or `<text>`).
+        path: String,
+        /// The limit.
+        limit: usize,
+    },
     /// The plan breaks rules of the CRD.
     #[error("plan is invalid:\n{}", .0.iter().map(|v| format!("  - {v}")).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<Violation>),
 }
 
-/// Read and validate a plan file.
+/// The largest plan file read: etcd's default limit for one object (1.5 MiB). A plan is a few
+/// kilobytes.
+pub const MAX_PLAN_BYTES: usize = 1536 * 1024;
+
+/// Read and validate a plan file (at most [`MAX_PLAN_BYTES`]).
 pub fn load(path: &Path) -> Result<FulfillmentPlan, PlanError> {
+    let shown = path.display().to_string();
+    let read_error = |source| PlanError::Read { path: shown.clone(), source };
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_PLAN_BYTES as u64 + 1).read_to_end(&mut bytes).map_err(read_error)?;
+    if bytes.len() > MAX_PLAN_BYTES {
+        return Err(PlanError::TooLarge { path: shown, limit: MAX_PLAN_BYTES });
+    }
     let text =
-        std::fs::read_to_string(path).map_err(|source| PlanError::Read { path: path.display().to_string(), source })?;
+        String::from_utf8(bytes).map_err(|e| read_error(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
     parse(&text)
 }
 
 /// Parse and validate plan YAML (the same YAML one would `kubectl apply`).
 pub fn parse(text: &str) -> Result<FulfillmentPlan, PlanError> {
+    if text.len() > MAX_PLAN_BYTES {
+        return Err(PlanError::TooLarge { path: "<text>".into(), limit: MAX_PLAN_BYTES });
+    }
+    yaml::check_expansion(text, yaml::MAX_EXPANDED_BYTES)?;
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct TypeMeta {
@@ -87,9 +119,16 @@ pub fn parse(text: &str) -> Result<FulfillmentPlan, PlanError> {
     Ok(plan)
 }
 
-/// Evaluate the CRD's validation rules, and parse every query, on `plan`. An `Err` lists every
-/// broken rule.
+/// Check `plan` (its spec and metadata; the status is the operator's) against the whole CRD:
+/// finite numbers, the object's name, the generated OpenAPI schema, then (only if those hold, so their limits bound the cost) the CEL rules and every
+/// query. An `Err` lists every broken rule of the first stage that failed.
 pub fn validate(plan: &FulfillmentPlan) -> Result<(), PlanError> {
+    let mut violations = non_finite_numbers(plan);
+    violations.extend(name_problems(plan));
+    violations.extend(schema_violations(plan));
+    if !violations.is_empty() {
+        return Err(PlanError::Invalid(violations));
+    }
     let mut violations: Vec<Violation> = match plan.validate_cel() {
         Ok(()) => Vec::new(),
         Err(errors) => {
@@ -114,8 +153,159 @@ pub fn validate(plan: &FulfillmentPlan) -> Result<(), PlanError> {
     if violations.is_empty() { Ok(()) } else { Err(PlanError::Invalid(violations)) }
 }
 
-/// Why `query` cannot be a dimension's query, if it cannot.
-fn query_problem(query: &str) -> Option<String> {
+/// Every number that is NaN or infinite (YAML's `.nan`, `.inf`): JSON cannot carry them, so the
+/// API server never sees one, and a NaN threshold would silently disable the rule it bounds.
+fn non_finite_numbers(plan: &FulfillmentPlan) -> Vec<Violation> {
+    fn walk(value: &serde_yaml::Value, path: &mut Vec<yaml::Segment>, out: &mut Vec<Violation>) {
+        match value {
+            serde_yaml::Value::Number(n) if n.as_f64().is_some_and(|f| !f.is_finite()) => {
+                out.push(Violation { field: yaml::display(path), message: format!("must be a finite number, not {n}") })
+            }
+            serde_yaml::Value::Sequence(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    path.push(yaml::Segment::Index(i));
+                    walk(item, path, out);
+                    path.pop();
+                }
+            }
+            serde_yaml::Value::Mapping(map) => {
+                for (k, v) in map {
+                    path.push(yaml::Segment::Key(k.as_str().unwrap_or_default().to_string()));
+                    walk(v, path, out);
+                    path.pop();
+                }
+            }
+            serde_yaml::Value::Tagged(t) => walk(&t.value, path, out),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(value) = serde_yaml::to_value(&plan.spec) {
+        walk(&value, &mut vec![yaml::Segment::Key("spec".into())], &mut out);
+    }
+    out
+}
+
+/// The API server's rules for a custom object's name (a DNS subdomain) and namespace (a DNS
+/// label).
+fn name_problems(plan: &FulfillmentPlan) -> Vec<Violation> {
+    fn dns_label(s: &str) -> bool {
+        let b = s.as_bytes();
+        !b.is_empty()
+            && b.len() <= 63
+            && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+            && b[0] != b'-'
+            && b[b.len() - 1] != b'-'
+    }
+    let mut out = Vec::new();
+    match plan.metadata.name.as_deref() {
+        None | Some("") => out.push(Violation {
+            field: "metadata.name".into(),
+            message: "is required: give the plan a name (lower case letters, digits, '-' and '.')".into(),
+        }),
+        Some(name) if name.len() > 253 || !name.split('.').all(dns_label) => out.push(Violation {
+            field: "metadata.name".into(),
+            message: format!(
+                "{name:?} is not a valid name: use lower case letters, digits, '-' and '.', starting and ending with a letter or digit, at most 253 characters"
+            ),
+        }),
+        Some(_) => {}
+    }
+    if let Some(ns) = plan.metadata.namespace.as_deref().filter(|ns| !dns_label(ns)) {
+        out.push(Violation {
+            field: "metadata.namespace".into(),
+            message: format!("{ns:?} is not a valid namespace: use at most 63 lower case letters, digits and '-'"),
+        });
+    }
+    out
+}
+
+/// The generated OpenAPI schema, as a JSON-schema validator. OpenAPI's `nullable: true` becomes
+/// a `null` in `type`; the `x-kubernetes-*` extensions are ignored here (the CEL rules are
+/// evaluated by kube's evaluator).
+fn schema_validator() -> &'static jsonschema::Validator {
+    static VALIDATOR: OnceLock<jsonschema::Validator> = OnceLock::new();
+    VALIDATOR.get_or_init(|| {
+        fn nullable_to_type(value: &mut serde_json::Value) {
+            match value {
+                serde_json::Value::Object(map) => {
+                    if map.remove("nullable") == Some(serde_json::Value::Bool(true))
+                        && let Some(serde_json::Value::String(t)) = map.get("type").cloned()
+                    {
+                        map.insert("type".into(), serde_json::json!([t, "null"]));
+                    }
+                    map.values_mut().for_each(nullable_to_type);
+                }
+                serde_json::Value::Array(items) => items.iter_mut().for_each(nullable_to_type),
+                _ => {}
+            }
+        }
+        let crd = FulfillmentPlan::crd();
+        let schema =
+            crd.spec.versions.first().and_then(|v| v.schema.as_ref()).and_then(|s| s.open_api_v3_schema.as_ref());
+        let mut schema = serde_json::to_value(schema).expect("the generated schema is plain data");
+        nullable_to_type(&mut schema);
+        jsonschema::draft4::options()
+            .should_validate_formats(true)
+            .build(&schema)
+            .expect("the generated CRD schema is a valid JSON schema (tested)")
+    })
+}
+
+/// Everything in `plan` the generated OpenAPI schema refuses, in the API server's path style.
+fn schema_violations(plan: &FulfillmentPlan) -> Vec<Violation> {
+    use jsonschema::error::ValidationErrorKind as Kind;
+    // What the user wrote: the status is the operator's own, and not validated here.
+    let instance = match serde_json::to_value(plan).map(|mut v| {
+        if let Some(object) = v.as_object_mut() {
+            object.remove("status");
+        }
+        v
+    }) {
+        Ok(v) => v,
+        Err(e) => {
+            return vec![Violation { field: String::new(), message: format!("plan cannot be encoded as JSON: {e}") }];
+        }
+    };
+    let mut out: Vec<Violation> = schema_validator()
+        .iter_errors(&instance)
+        .map(|error| {
+            let mut path: Vec<yaml::Segment> = error
+                .instance_path()
+                .segments()
+                .map(|s| match s {
+                    jsonschema::paths::LocationSegment::Property(p) => yaml::Segment::Key(p.to_string()),
+                    jsonschema::paths::LocationSegment::Index(i) => yaml::Segment::Index(i),
+                })
+                .collect();
+            let message = match error.kind() {
+                Kind::MaxItems { limit } => format!("must have at most {limit} items"),
+                Kind::MinItems { limit } => {
+                    format!("must have at least {limit} item{}", if *limit == 1 { "" } else { "s" })
+                }
+                Kind::MaxLength { limit } => format!("may not be longer than {limit} characters"),
+                Kind::MinLength { limit: 1 } => "may not be empty".to_string(),
+                Kind::MinLength { limit } => format!("must be at least {limit} characters long"),
+                Kind::Pattern { pattern } => format!("{} does not match {pattern}", error.instance()),
+                Kind::Enum { options } => format!("{} is not one of {options}", error.instance()),
+                Kind::Minimum { limit } => format!("must be at least {limit}"),
+                Kind::Maximum { limit } => format!("must be at most {limit}"),
+                Kind::Format { format } => format!("{} is not a valid {format}", error.instance()),
+                Kind::Required { property } => {
+                    path.push(yaml::Segment::Key(property.as_str().unwrap_or_default().to_string()));
+                    "is required".to_string()
+                }
+                _ => error.to_string(),
+            };
+            Violation { field: yaml::display(&path), message }
+        })
+        .collect();
+    out.dedup();
+    out
+}
+
+/// Why `query` cannot be a plan's query (not PromQL, or not one value), if it cannot.
+pub fn query_problem(query: &str) -> Option<String> {
     use promql_parser::parser::value::ValueType;
     if query.trim().is_empty() {
         return None; // the CEL rule already says so

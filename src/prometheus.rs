@@ -1,7 +1,13 @@
-//! The metric source: instant and range queries against the Prometheus HTTP API, built on
-//! `prometheus-http-query` with our own `reqwest` client: timeout, one way to authenticate
-//! (bearer token, basic auth or a client certificate), extra headers (a tenant's
-//! `X-Scope-OrgID`), a path prefix (Mimir's `/prometheus`) and a custom CA.
+//! The metric source: instant and range queries against the Prometheus HTTP API over our own
+//! `reqwest` client: timeout, one way to authenticate (bearer token, basic auth or a client
+//! certificate), extra headers (a tenant's `X-Scope-OrgID`), a path prefix (Mimir's
+//! `/prometheus`) and a custom CA.
+//!
+//! Hostile or overloaded servers are bounded: an answer larger than [`MAX_RESPONSE_BYTES`] is cut
+//! off, a `429`/`503` with `Retry-After` is waited out when the wait fits in the query's timeout
+//! and otherwise honoured (no request to that server until it has passed), and a long range is
+//! split into requests of at most [`MAX_POINTS_PER_REQUEST`] points (Prometheus refuses more).
+//! Parsing the answers ([`parse_instant`], [`parse_range`]) is pure and fuzzed.
 //!
 //! A plan's query must return exactly one sample. The source keeps apart what the engine and
 //! the user need to tell apart: no data (an empty result), not a number (a NaN sample — left to
@@ -10,11 +16,13 @@
 //! own PromQL error text). Refused credentials (HTTP 401/403) and failed TLS handshakes are their
 //! own kinds, with a hint naming the setting to check: they are not "unreachable".
 
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use std::{collections::HashMap, fmt, time::Duration};
 
-use prometheus_http_query::{Client, Error as PromError, response::Data};
-use reqwest::StatusCode;
-use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, HOST, HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, HOST, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::{StatusCode, Url};
+use serde::Deserialize;
 
 use crate::engine::{Missing, Reading};
 
@@ -279,6 +287,17 @@ pub enum QueryError {
         /// Prometheus's error text.
         message: String,
     },
+    /// Prometheus asked us to slow down (HTTP 429, or 503 with Retry-After) for longer than the
+    /// query's timeout; no request is sent to it until the delay has passed.
+    #[error("Prometheus at {address} is rate limiting queries{}; query {query:?} not sent", .retry_after.map(|d| format!(" for {}s (Retry-After)", d.as_secs())).unwrap_or_default())]
+    RateLimited {
+        /// The query.
+        query: String,
+        /// The address.
+        address: String,
+        /// The delay asked for, when given.
+        retry_after: Option<Duration>,
+    },
     /// Any other HTTP or decoding failure.
     #[error("query {query:?} failed: {detail}")]
     Failed {
@@ -300,6 +319,7 @@ impl QueryError {
             QueryError::Tls { .. } => "tls",
             QueryError::Timeout { .. } => "timeout",
             QueryError::Rejected { .. } => "rejected",
+            QueryError::RateLimited { .. } => "rate_limited",
             QueryError::Failed { .. } => "failed",
         }
     }
@@ -320,6 +340,14 @@ impl QueryError {
     }
 }
 
+/// The largest answer read from Prometheus. A plan's query returns one series; a day of history
+/// at 15 s is about 0.5 MB of JSON.
+pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
+
+/// Prometheus refuses range queries of more than 11,000 points per series; longer ranges are
+/// split into requests of this many points.
+pub const MAX_POINTS_PER_REQUEST: usize = 11_000;
+
 /// Install the process-wide rustls crypto provider (ring, the one kube uses). Idempotent.
 pub fn install_crypto_provider() {
     // An Err means a provider is already installed, which is what we want.
@@ -329,12 +357,15 @@ pub fn install_crypto_provider() {
 /// A connection to one Prometheus server.
 #[derive(Clone)]
 pub struct PrometheusSource {
-    client: Client,
+    http: reqwest::Client,
     address: String,
+    base: Url,
     timeout: Duration,
     auth: AuthMode,
     /// For `https://` addresses: what [`handshake_probe`] connects with.
-    probe: Option<std::sync::Arc<rustls::ClientConfig>>,
+    probe: Option<Arc<rustls::ClientConfig>>,
+    /// No request before this instant: the server's Retry-After, shared by every clone.
+    not_before: Arc<Mutex<Option<Instant>>>,
 }
 
 impl fmt::Debug for PrometheusSource {
@@ -361,6 +392,11 @@ impl PrometheusSource {
                 return Err(ConfigError::PathPrefix(prefix.to_string()));
             }
             address.push_str(prefix.trim_end_matches('/'));
+        }
+        let base = Url::parse(&format!("{address}/"))
+            .map_err(|e| ConfigError::Address { address: address.clone(), detail: e.to_string() })?;
+        if base.cannot_be_a_base() || base.host_str().is_none() {
+            return Err(ConfigError::Address { address, detail: "it has no host".into() });
         }
         let timeout = if config.timeout.is_zero() { Duration::from_secs(5) } else { config.timeout };
         let mut builder = reqwest::Client::builder().timeout(timeout).connect_timeout(timeout);
@@ -410,10 +446,16 @@ impl PrometheusSource {
             builder = builder.tls_danger_accept_invalid_certs(true);
         }
         let http = builder.build().map_err(|e| ConfigError::Client(error_chain(&e)))?;
-        let client = Client::from(http, &address)
-            .map_err(|e| ConfigError::Address { address: address.clone(), detail: e.to_string() })?;
         let probe = if address.starts_with("https://") { Some(probe_config(config)?) } else { None };
-        Ok(Self { client, address, timeout, auth: config.auth_mode(), probe })
+        Ok(Self {
+            http,
+            address,
+            base,
+            timeout,
+            auth: config.auth_mode(),
+            probe,
+            not_before: Arc::new(Mutex::new(None)),
+        })
     }
 
     /// The server's address.
@@ -423,26 +465,12 @@ impl PrometheusSource {
 
     /// Evaluate `query` now (or at unix time `at`) and return its single value.
     pub async fn instant(&self, query: &str, at: Option<i64>) -> Result<f64, QueryError> {
-        let mut request = self.client.query(query).timeout(self.timeout.as_millis() as i64);
+        let mut params = vec![("query", query.to_string()), ("timeout", self.timeout_param())];
         if let Some(t) = at {
-            request = request.at(t);
+            params.push(("time", t.to_string()));
         }
-        let result = match request.get().await {
-            Ok(r) => r,
-            Err(e) => return Err(self.diagnose(query, e).await),
-        };
-        match result.data() {
-            Data::Scalar(sample) => Ok(sample.value()),
-            Data::Vector(series) => match series.as_slice() {
-                [] => Err(QueryError::NoData { query: query.to_string() }),
-                [one] => Ok(one.sample().value()),
-                many => Err(multiple(query, many.iter().map(|s| s.metric()))),
-            },
-            Data::Matrix(_) => Err(QueryError::Failed {
-                query: query.to_string(),
-                detail: "it returns a range vector; a plan's query must return an instant value (wrap the range in a function such as rate() or avg_over_time())".into(),
-            }),
-        }
+        let body = self.get("api/v1/query", &params, query).await?;
+        parse_instant(query, &body)
     }
 
     /// [`Self::instant`] as an engine reading.
@@ -453,26 +481,116 @@ impl PrometheusSource {
         }
     }
 
-    /// Evaluate `query` over `[start, end]` (unix seconds) every `step` seconds. An empty result
-    /// is an empty list; more than one series is an error.
+    /// Evaluate `query` over `[start, end]` (unix seconds) every `step` seconds, in requests of at
+    /// most [`MAX_POINTS_PER_REQUEST`] points. An empty result is an empty list; more than one
+    /// series is an error.
     pub async fn range(&self, query: &str, start: i64, end: i64, step: f64) -> Result<Vec<(f64, f64)>, QueryError> {
-        let result =
-            match self.client.query_range(query, start, end, step).timeout(self.timeout.as_millis() as i64).get().await
-            {
-                Ok(r) => r,
-                Err(e) => return Err(self.diagnose(query, e).await),
-            };
-        match result.data() {
-            Data::Matrix(series) => match series.as_slice() {
-                [] => Ok(Vec::new()),
-                [one] => Ok(one.samples().iter().map(|s| (s.timestamp(), s.value())).collect()),
-                many => Err(multiple(query, many.iter().map(|s| s.metric()))),
-            },
-            Data::Scalar(s) => Ok(vec![(s.timestamp(), s.value())]),
-            Data::Vector(_) => Err(QueryError::Failed {
+        if !(step.is_finite() && step > 0.0) || end < start {
+            return Err(QueryError::Failed {
                 query: query.to_string(),
-                detail: "Prometheus answered a range query with an instant vector".into(),
-            }),
+                detail: format!("a range needs start <= end and a positive step (got {start}..{end} every {step}s)"),
+            });
+        }
+        let (start, end) = (start as f64, end as f64);
+        let per_request = (MAX_POINTS_PER_REQUEST - 1) as f64 * step;
+        let mut samples = Vec::new();
+        let mut from = start;
+        while from <= end {
+            let to = (from + per_request).min(end);
+            let params = [
+                ("query", query.to_string()),
+                ("start", from.to_string()),
+                ("end", to.to_string()),
+                ("step", step.to_string()),
+                ("timeout", self.timeout_param()),
+            ];
+            let body = self.get("api/v1/query_range", &params, query).await?;
+            samples.extend(parse_range(query, &body)?);
+            from = to + step;
+        }
+        Ok(samples)
+    }
+
+    fn timeout_param(&self) -> String {
+        format!("{}ms", self.timeout.as_millis())
+    }
+
+    /// One GET with its Retry-After handling; the body, at most [`MAX_RESPONSE_BYTES`].
+    async fn get(&self, path: &str, params: &[(&str, String)], query: &str) -> Result<Vec<u8>, QueryError> {
+        let deadline = Instant::now() + self.timeout;
+        let rate_limited = |retry_after| QueryError::RateLimited {
+            query: query.to_string(),
+            address: self.address.clone(),
+            retry_after,
+        };
+        let mut url =
+            self.base.join(path).map_err(|e| QueryError::Failed { query: query.into(), detail: e.to_string() })?;
+        url.query_pairs_mut().extend_pairs(params.iter().map(|(k, v)| (*k, v.as_str())));
+        loop {
+            let not_before = *self.not_before.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(until) = not_before {
+                let now = Instant::now();
+                if until > now {
+                    if until > deadline {
+                        return Err(rate_limited(Some(until - now)));
+                    }
+                    tokio::time::sleep_until(until.into()).await;
+                }
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let response = tokio::time::timeout(remaining, self.http.get(url.clone()).send())
+                .await
+                .map_err(|_| QueryError::Timeout { query: query.to_string(), timeout: self.timeout })?;
+            let response = match response {
+                Ok(r) => r,
+                Err(e) => return Err(self.diagnose(query, &e).await),
+            };
+            let status = response.status();
+            if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+                return Err(QueryError::Unauthorized {
+                    address: self.address.clone(),
+                    status: status.as_u16(),
+                    auth: self.auth,
+                    hint: self.auth.hint(),
+                });
+            }
+            if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
+                let retry_after =
+                    response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(retry_after);
+                if let Some(delay) = retry_after {
+                    let until = Instant::now() + delay;
+                    *self.not_before.lock().unwrap_or_else(|p| p.into_inner()) = Some(until);
+                    if until > deadline {
+                        return Err(rate_limited(Some(delay)));
+                    }
+                    continue;
+                }
+                if status == StatusCode::TOO_MANY_REQUESTS {
+                    return Err(rate_limited(None));
+                }
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let body = tokio::time::timeout(remaining, read_limited(response, MAX_RESPONSE_BYTES))
+                .await
+                .map_err(|_| QueryError::Timeout { query: query.to_string(), timeout: self.timeout })?
+                .map_err(|e| match e {
+                    BodyError::TooLarge => QueryError::Failed {
+                        query: query.to_string(),
+                        detail: format!(
+                            "the answer from {} is larger than {} MiB; the query must return one series",
+                            self.address,
+                            MAX_RESPONSE_BYTES >> 20
+                        ),
+                    },
+                    BodyError::Read(e) => self.classify(query, &e),
+                })?;
+            if status.is_success() || looks_like_api_json(&body) {
+                return Ok(body);
+            }
+            return Err(QueryError::Failed {
+                query: query.to_string(),
+                detail: format!("HTTP {status} from {}", self.address),
+            });
         }
     }
 
@@ -481,10 +599,11 @@ impl PrometheusSource {
     /// certificate says so only after the client considers the handshake done; when its alert
     /// arrives before the request is written, the HTTP client reports just "connection was not
     /// ready" and drops the alert.
-    async fn diagnose(&self, query: &str, error: PromError) -> QueryError {
-        let unsent = matches!(&error, PromError::Client(c) if c.inner().is_some_and(closed_before_answer));
+    async fn diagnose(&self, query: &str, error: &reqwest::Error) -> QueryError {
         let classified = self.classify(query, error);
-        if let (true, QueryError::Unreachable { .. }, Some(config)) = (unsent, &classified, &self.probe) {
+        if let (true, QueryError::Unreachable { .. }, Some(config)) =
+            (closed_before_answer(error), &classified, &self.probe)
+        {
             let wait = self.timeout.min(Duration::from_secs(2));
             if let Some(tls) = handshake_probe(&self.address, config.clone(), wait).await {
                 return QueryError::Tls {
@@ -497,52 +616,22 @@ impl PrometheusSource {
         classified
     }
 
-    fn classify(&self, query: &str, error: PromError) -> QueryError {
+    fn classify(&self, query: &str, error: &reqwest::Error) -> QueryError {
         // The TLS error itself, without the request URL around it: it is the same for every
         // query, so a plan's dimensions report one identical reason.
-        if let PromError::Client(c) = &error
-            && let Some(r) = c.inner()
-            && let Some(tls) = rustls_error(r)
-        {
+        if let Some(tls) = rustls_error(error) {
             return QueryError::Tls {
                 address: self.address.clone(),
                 detail: tls.to_string(),
                 hint: tls_hint(tls, self.auth),
             };
         }
-        match &error {
-            PromError::Prometheus(e) if e.is_timeout() => {
-                QueryError::Timeout { query: query.to_string(), timeout: self.timeout }
-            }
-            PromError::Prometheus(e) => QueryError::Rejected {
-                query: query.to_string(),
-                message: format!("{:?}: {}", e.error_type(), e.message()),
-            },
-            PromError::Client(c) => match c.inner() {
-                Some(r) if r.is_timeout() => QueryError::Timeout { query: query.to_string(), timeout: self.timeout },
-                Some(r) if matches!(r.status(), Some(StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)) => {
-                    QueryError::Unauthorized {
-                        address: self.address.clone(),
-                        status: r.status().map(|s| s.as_u16()).unwrap_or_default(),
-                        auth: self.auth,
-                        hint: self.auth.hint(),
-                    }
-                }
-                Some(r) if r.is_connect() || closed_before_answer(r) => {
-                    QueryError::Unreachable { address: self.address.clone(), detail: error_chain(r) }
-                }
-                Some(r) if r.status().is_some() => QueryError::Failed {
-                    query: query.to_string(),
-                    detail: format!(
-                        "HTTP {} from {}",
-                        r.status().map(|s| s.to_string()).unwrap_or_default(),
-                        self.address
-                    ),
-                },
-                Some(r) => QueryError::Failed { query: query.to_string(), detail: error_chain(r) },
-                None => QueryError::Failed { query: query.to_string(), detail: error_chain(&error) },
-            },
-            _ => QueryError::Failed { query: query.to_string(), detail: error_chain(&error) },
+        if error.is_timeout() {
+            QueryError::Timeout { query: query.to_string(), timeout: self.timeout }
+        } else if error.is_connect() || closed_before_answer(error) {
+            QueryError::Unreachable { address: self.address.clone(), detail: error_chain(error) }
+        } else {
+            QueryError::Failed { query: query.to_string(), detail: error_chain(error) }
         }
     }
 }
@@ -725,6 +814,150 @@ fn tls_hint(error: &rustls::Error, auth: AuthMode) -> &'static str {
             "the server's certificate is not trusted: set tls.caSecretRef to the CA bundle that signs it"
         }
         _ => "check the TLS settings of the connection (tls.caSecretRef, tls.clientCertificate)",
+    }
+}
+
+/// A `Retry-After` value: delay-seconds or an HTTP date. Absurd delays are capped at an hour.
+fn retry_after(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let delay = match text.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => {
+            let at = jiff::fmt::rfc2822::parse(text).ok()?.timestamp();
+            let secs = at.duration_since(jiff::Timestamp::now()).as_secs_f64();
+            Duration::try_from_secs_f64(secs.max(0.0)).ok()?
+        }
+    };
+    Some(delay.min(Duration::from_secs(3600)))
+}
+
+enum BodyError {
+    TooLarge,
+    Read(reqwest::Error),
+}
+
+async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Read)? {
+        if body.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Prometheus answers errors (400 bad_data, 422 execution, 503 timeout) with its JSON envelope.
+fn looks_like_api_json(body: &[u8]) -> bool {
+    serde_json::from_slice::<Envelope>(body).is_ok_and(|e| e.status == "error")
+}
+
+/// The API's envelope.
+#[derive(Deserialize)]
+struct Envelope {
+    status: String,
+    #[serde(default)]
+    data: Option<ResultData>,
+    #[serde(default, rename = "errorType")]
+    error_type: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "resultType", content = "result", rename_all = "lowercase")]
+enum ResultData {
+    Vector(Vec<InstantSeries>),
+    Matrix(Vec<RangeSeries>),
+    Scalar(SamplePair),
+    String(serde::de::IgnoredAny),
+}
+
+#[derive(Deserialize)]
+struct InstantSeries {
+    #[serde(default)]
+    metric: HashMap<String, String>,
+    #[serde(default)]
+    value: Option<SamplePair>,
+}
+
+#[derive(Deserialize)]
+struct RangeSeries {
+    #[serde(default)]
+    metric: HashMap<String, String>,
+    #[serde(default)]
+    values: Vec<SamplePair>,
+}
+
+/// `[<unix seconds>, "<value>"]`.
+#[derive(Deserialize)]
+struct SamplePair(f64, String);
+
+impl SamplePair {
+    fn value(&self, query: &str) -> Result<f64, QueryError> {
+        // Prometheus writes NaN, +Inf and -Inf as such; Rust's parser reads all three.
+        self.1.trim().parse::<f64>().map_err(|_| QueryError::Failed {
+            query: query.to_string(),
+            detail: format!("Prometheus answered the value {:?}, which is not a number", self.1),
+        })
+    }
+}
+
+fn envelope(query: &str, body: &[u8]) -> Result<ResultData, QueryError> {
+    let env: Envelope = serde_json::from_slice(body).map_err(|e| QueryError::Failed {
+        query: query.to_string(),
+        detail: format!("the answer is not the Prometheus API's JSON: {e}"),
+    })?;
+    if env.status != "success" {
+        let kind = env.error_type.unwrap_or_default();
+        let message = env.error.unwrap_or_default();
+        return Err(QueryError::Rejected { query: query.to_string(), message: format!("{kind}: {message}") });
+    }
+    env.data.ok_or_else(|| QueryError::Failed { query: query.to_string(), detail: "the answer has no data".into() })
+}
+
+/// The single value of an instant query's JSON answer.
+pub fn parse_instant(query: &str, body: &[u8]) -> Result<f64, QueryError> {
+    match envelope(query, body)? {
+        ResultData::Scalar(sample) => sample.value(query),
+        ResultData::Vector(series) => match series.as_slice() {
+            [] => Err(QueryError::NoData { query: query.to_string() }),
+            [one] => match &one.value {
+                Some(sample) => sample.value(query),
+                None => Err(QueryError::Failed {
+                    query: query.to_string(),
+                    detail: "the series has no float value (a native histogram?); the query must return a number".into(),
+                }),
+            },
+            many => Err(multiple(query, many.iter().map(|s| &s.metric))),
+        },
+        ResultData::Matrix(_) => Err(QueryError::Failed {
+            query: query.to_string(),
+            detail: "it returns a range vector; a plan's query must return an instant value (wrap the range in a function such as rate() or avg_over_time())".into(),
+        }),
+        ResultData::String(_) => Err(QueryError::Failed {
+            query: query.to_string(),
+            detail: "it returns a string; a plan's query must return a number".into(),
+        }),
+    }
+}
+
+/// The samples of a range query's JSON answer (one series at most).
+pub fn parse_range(query: &str, body: &[u8]) -> Result<Vec<(f64, f64)>, QueryError> {
+    match envelope(query, body)? {
+        ResultData::Matrix(series) => match series.as_slice() {
+            [] => Ok(Vec::new()),
+            [one] => one.values.iter().map(|s| Ok((s.0, s.value(query)?))).collect(),
+            many => Err(multiple(query, many.iter().map(|s| &s.metric))),
+        },
+        ResultData::Scalar(s) => Ok(vec![(s.0, s.value(query)?)]),
+        ResultData::Vector(_) | ResultData::String(_) => Err(QueryError::Failed {
+            query: query.to_string(),
+            detail: "Prometheus answered a range query with something other than a matrix".into(),
+        }),
     }
 }
 

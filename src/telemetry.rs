@@ -440,9 +440,19 @@ struct AdminState {
     health: Arc<Health>,
 }
 
-/// Serve `/metrics`, `/healthz` and `/readyz` on `addr` until `shutdown`.
+/// Bind the admin port. Done before anything else in `run`, so that an address in use ends the
+/// process with an error naming it instead of leaving an operator without probes or metrics.
+pub async fn bind_admin(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        format!(
+            "cannot listen on the admin address {addr} (--admin-addr): {e}; choose a free address or stop what holds it"
+        )
+    })
+}
+
+/// Serve `/metrics`, `/healthz` and `/readyz` on `listener` until `shutdown`.
 pub async fn serve_admin(
-    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     shutdown: CancellationToken,
@@ -452,7 +462,7 @@ pub async fn serve_admin(
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready_handler))
         .with_state(AdminState { metrics, health });
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
     tracing::info!(%addr, "admin port listening (/metrics, /healthz, /readyz)");
     axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }
@@ -465,7 +475,10 @@ async fn ready_handler(State(state): State<AdminState>) -> impl IntoResponse {
     if state.health.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, "ready")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: waiting for the plan watch to sync or for leadership to be known")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: waiting for the plan watch to sync or for leadership to be known (is the API server reachable?)",
+        )
     }
 }
 

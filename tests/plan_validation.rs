@@ -191,3 +191,118 @@ fn bad_headers_prefixes_and_plain_http_client_certificates_are_refused() {
     let e = error_of(&with(CONNECTION, &format!("{CONNECTION}\n    tls:\n      clientCertificate: {{secretName: c}}")));
     assert!(e.contains("tls.clientCertificate needs an https:// address"), "{e}");
 }
+
+// ---- The whole generated schema, not only its CEL rules (issue: local validation must equal
+// the API server's).
+
+const FAILOVER: &str = include_str!("../examples/failover-two-region-plan.yaml");
+
+fn failover_with(from: &str, to: &str) -> String {
+    assert!(FAILOVER.contains(from), "example lacks {from:?}");
+    FAILOVER.replacen(from, to, 1)
+}
+
+fn dimension(name: &str) -> String {
+    format!("    - {{name: {name}, kind: Demand, weight: 1, target: 1, query: 'sum(x)'}}\n")
+}
+
+#[test]
+fn schema_limits_are_enforced_locally() {
+    let seventeen: String = (0..17).map(|i| dimension(&format!("d{i}"))).collect();
+    let e = error_of(&with("  dimensions:\n", &format!("  dimensions:\n{seventeen}")));
+    assert!(e.contains("spec.dimensions: must have at most 16 items"), "{e}");
+
+    let long = "d".repeat(64);
+    let e = error_of(&with("name: business", &format!("name: {long}")));
+    assert!(e.contains("spec.dimensions[0].name: may not be longer than 63"), "{e}");
+
+    let e = error_of(&failover_with("backend: checkout-us", "backend: ''"));
+    assert!(e.contains("spec.clusters[1].backend: may not be empty"), "{e}");
+
+    let e = error_of(&with("for: 2m", "for: ''"));
+    assert!(e.contains("spec.dimensions[0].for"), "{e}");
+
+    let e = error_of(&with("metadata:\n  name: orders\n", "metadata:\n"));
+    assert!(e.contains("metadata.name: is required"), "{e}");
+    let e = error_of(&with("name: orders", "name: Orders_"));
+    assert!(e.contains("metadata.name") && e.contains("lower case"), "{e}");
+}
+
+#[test]
+fn nine_clusters_are_refused() {
+    let mut clusters = String::from("  clusters:\n");
+    for i in 0..9 {
+        clusters.push_str(&format!(
+            "    - {{name: c{i}, weight: 1, backend: b{i}, kubeconfigSecretRef: {{name: k, key: k}}, health: {{query: 'up', threshold: 1}}}}\n"
+        ));
+    }
+    let start = FAILOVER.find("  clusters:\n").unwrap();
+    let end = FAILOVER.find("  traffic:\n").unwrap();
+    let yaml = format!("{}{}{}", &FAILOVER[..start], clusters, &FAILOVER[end..]);
+    let e = error_of(&yaml);
+    assert!(e.contains("spec.clusters: must have at most 8 items"), "{e}");
+}
+
+#[test]
+fn schema_errors_stop_before_cel_and_promql() {
+    // 17 dimensions, one of them broken PromQL: the schema's limit is reported, the query is
+    // never parsed.
+    let seventeen: String = (0..17).map(|i| dimension(&format!("d{i}"))).collect();
+    let yaml = with("  dimensions:\n", &format!("  dimensions:\n{seventeen}")).replacen("sum(x)", "sum(x", 1);
+    let e = error_of(&yaml);
+    assert!(e.contains("at most 16 items") && !e.contains("PromQL"), "{e}");
+}
+
+#[test]
+fn non_finite_numbers_are_refused() {
+    for (yaml, field) in [
+        (failover_with("threshold: 0.2", "threshold: .nan"), "spec.clusters[0].health.threshold"),
+        (failover_with("max: 0.01", "max: .nan"), "spec.traffic.failback.gates[0].max"),
+        (failover_with("max: 0.01", "max: .inf"), "spec.traffic.failback.gates[0].max"),
+        (with("target: 0.88", "target: -.inf"), "spec.dimensions[1].target"),
+        (with("tolerance: 0.1", "tolerance: .nan"), "spec.scaling.tolerance"),
+    ] {
+        let e = error_of(&yaml);
+        assert!(e.contains(&format!("{field}: must be a finite number")), "{e}");
+    }
+}
+
+#[test]
+fn gates_follow_the_same_name_rules_as_clusters() {
+    let two = "      gates:\n        - {name: errors, query: 'sum(x)', max: 1}\n        - {name: errors, query: 'sum(y)', max: 1}\n";
+    let start = FAILOVER.find("      gates:\n").unwrap();
+    let e = error_of(&format!("{}{}", &FAILOVER[..start], two));
+    assert!(e.contains("gate names must be unique"), "{e}");
+    let e = error_of(&failover_with("name: errors", "name: Errors!"));
+    assert!(e.contains("spec.traffic.failback.gates[0].name") && e.contains("gate name must be"), "{e}");
+}
+
+#[test]
+fn unknown_fields_give_line_and_one_path_style() {
+    let e = error_of(&with("      for: 5m\n", "      for: 5m\n      baz: 1\n"));
+    assert!(e.contains("spec.dimensions[2].baz"), "{e}");
+    assert!(e.contains("line 55"), "{e}");
+    let e = error_of(&with("tolerance: 0.1", "tolerance: 0.1\n    tolerence: 0.2"));
+    assert!(e.contains("spec.scaling.tolerence") && e.contains("line 59"), "{e}");
+}
+
+mod plan_gen;
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config { cases: 256, failure_persistence: None, ..Default::default() })]
+
+    /// Plans on both sides of every limit: local validation accepts exactly the ones within all
+    /// limits (the same generator feeds the differential test against a real API server).
+    #[test]
+    fn local_verdicts_match_the_limits(p in plan_gen::plan()) {
+        let verdict = plan::parse(&p.yaml);
+        proptest::prop_assert_eq!(
+            verdict.is_ok(),
+            p.expected_valid(),
+            "breaks {:?}; local verdict {:?}\n{}",
+            p.broken,
+            verdict.as_ref().err().map(|e| e.to_string()),
+            p.yaml
+        );
+    }
+}

@@ -257,7 +257,13 @@ fn error_policy(plan: Arc<FulfillmentPlan>, error: &Error, ctx: Arc<Context>) ->
 /// Run the controller until SIGTERM/SIGINT.
 pub async fn run(config: RunConfig) -> Result<(), String> {
     crate::prometheus::install_crypto_provider();
-    let client = Client::try_default().await.map_err(|e| format!("cannot build a Kubernetes client: {e}"))?;
+    let listener = crate::telemetry::bind_admin(config.admin_addr).await?;
+    let kube_config =
+        kube::Config::infer().await.map_err(|e| format!("cannot find a Kubernetes configuration: {e}"))?;
+    let api_server = kube_config.cluster_url.to_string();
+    let client =
+        Client::try_from(kube_config).map_err(|e| format!("cannot build a Kubernetes client for {api_server}: {e}"))?;
+    tracing::info!(%api_server, "Kubernetes API server");
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());
     let shutdown = CancellationToken::new();
@@ -269,17 +275,23 @@ pub async fn run(config: RunConfig) -> Result<(), String> {
             shutdown.cancel();
         });
     }
-    let admin = tokio::spawn(crate::telemetry::serve_admin(
-        config.admin_addr,
-        metrics.clone(),
-        health.clone(),
-        shutdown.clone(),
-    ));
+    let admin = {
+        let shutdown = shutdown.clone();
+        let serving = crate::telemetry::serve_admin(listener, metrics.clone(), health.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            // Probes and metrics are part of the contract: without them the process must end.
+            if let Err(e) = serving.await {
+                tracing::error!(error = %e, "admin port failed; shutting down");
+                shutdown.cancel();
+            }
+        })
+    };
 
     let (tx, mut leadership) = watch::channel(Leadership::Unknown);
     let election = match &config.election {
         Some(election) => {
             let mut election = election.clone();
+            election.api_server = api_server.clone();
             if election.namespace.is_empty() {
                 election.namespace = client.default_namespace().to_string();
             }
@@ -300,7 +312,9 @@ pub async fn run(config: RunConfig) -> Result<(), String> {
         let led = tokio::select! {
             _ = shutdown.cancelled() => false,
             r = leadership.wait_for(|l| {
-                if *l == Leadership::Follower { health.ready.store(true, Ordering::Relaxed); }
+                // A standby is ready once it knows it is one; while the Lease cannot be read
+                // nobody knows, and the replica is not ready.
+                health.ready.store(*l == Leadership::Follower, Ordering::Relaxed);
                 *l == Leadership::Leader
             }) => r.is_ok(),
         };

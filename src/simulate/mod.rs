@@ -25,7 +25,61 @@ use crate::engine::{self, Action, CapacityKind, Decision, EventReason, Memory, P
 
 pub use output::{clock as output_clock, jsonl_line, print_table, summary_table};
 pub use plot::{PlotError, write_svg};
-pub use trace::{Trace, TraceError, TraceRow};
+pub use trace::{Gap, Trace, TraceError, TraceRow};
+
+/// Evaluations a replay may hold by default (about 35 days at a 15 s interval). Each one keeps
+/// its decision for the outputs, about 1 KB, so this bounds memory near 200 MB;
+/// `--max-evaluations` raises it on demand.
+pub const DEFAULT_MAX_EVALUATIONS: usize = 200_000;
+
+/// A replay that would exceed its stated limit.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error(
+    "{what} spans {span}: at one evaluation every {interval} that is {count} evaluations, more than the limit of {max}; \
+     replay a shorter window, or raise --max-evaluations (each evaluation keeps about 1 KB of memory)"
+)]
+pub struct TooManyEvaluations {
+    /// What was to be replayed (`the trace`, `--from … --to`).
+    pub what: String,
+    /// The span, readable.
+    pub span: String,
+    /// The interval, readable.
+    pub interval: String,
+    /// Evaluations it would take, readable (an integer, or scientific notation when huge).
+    pub count: String,
+    /// The limit.
+    pub max: usize,
+}
+
+/// Evaluations needed to cover `span_secs` every `interval_secs` (both ends included), or an
+/// error naming the limit when more than `max`. Computed in floating point so that no span,
+/// however absurd, can overflow or wrap.
+pub fn evaluations_within(
+    what: &str,
+    span_secs: f64,
+    interval_secs: f64,
+    max: usize,
+) -> Result<usize, TooManyEvaluations> {
+    let count = (span_secs / interval_secs).floor() + 1.0;
+    if count.is_finite() && count >= 1.0 && count <= max as f64 {
+        return Ok(count as usize);
+    }
+    Err(TooManyEvaluations {
+        what: what.to_string(),
+        span: readable_secs(span_secs),
+        interval: readable_secs(interval_secs),
+        count: if count < 1e15 { format!("{count:.0}") } else { format!("{count:e}") },
+        max,
+    })
+}
+
+/// Seconds as a Go duration when representable (`6h`, `1m30s`), else in scientific notation.
+pub fn readable_secs(secs: f64) -> String {
+    match std::time::Duration::try_from_secs_f64(secs) {
+        Ok(d) if d <= crate::duration::MAX => crate::duration::GoDuration::from(d).to_string(),
+        _ => format!("{secs:e}s"),
+    }
+}
 
 /// The sentence every output carries about the feedback model.
 pub const MODEL_NOTE: &str = "Replay is open-loop: recorded values do not react to simulated scaling. Utilization \
@@ -39,6 +93,8 @@ pub struct ReplayOptions {
     pub initial: Replicas,
     /// Apply the utilization feedback model.
     pub feedback: bool,
+    /// Refuse to replay more evaluations than this ([`DEFAULT_MAX_EVALUATIONS`] by default).
+    pub max_evaluations: usize,
 }
 
 /// One evaluation of a replay.
@@ -147,10 +203,19 @@ pub struct Replay {
 ///
 /// `yardstick` is the plan the summary's "time above target" is measured with (the plan
 /// itself, or the plan a baseline is compared with).
-pub fn replay(label: &str, policy: &Policy, yardstick: &Policy, trace: &Trace, options: ReplayOptions) -> Replay {
+///
+/// A trace whose span needs more than `options.max_evaluations` evaluations is refused before
+/// anything is allocated.
+pub fn replay(
+    label: &str,
+    policy: &Policy,
+    yardstick: &Policy,
+    trace: &Trace,
+    options: ReplayOptions,
+) -> Result<Replay, TooManyEvaluations> {
     let interval = policy.interval_secs.max(1.0);
     let end = trace.duration();
-    let steps_count = (end / interval).floor() as usize + 1;
+    let steps_count = evaluations_within("the trace", end, interval, options.max_evaluations)?;
     let mut steps = Vec::with_capacity(steps_count);
     let mut memory = Memory::default();
     let mut current = Replicas {
@@ -189,14 +254,14 @@ pub fn replay(label: &str, policy: &Policy, yardstick: &Policy, trace: &Trace, o
         };
         steps.push(ReplayStep { t, decision, traffic });
     }
-    Replay {
+    Ok(Replay {
         label: label.to_string(),
         interval,
         steps,
         triggers: (policy.up_trigger(), policy.down_trigger()),
         weights: yardstick.dimensions.iter().map(|d| d.weight).collect(),
         yardstick_trigger: yardstick.up_trigger(),
-    }
+    })
 }
 
 /// Figures of a replay.

@@ -1,5 +1,9 @@
 //! `--plot`: an SVG of a replay — per-dimension ratios, the composite score against its
 //! thresholds, and brokers and workers over time with the actions marked.
+//!
+//! Long replays are downsampled: each line has at most [`MAX_POINTS`] points, each the highest
+//! value of its stretch of evaluations (so peaks stay visible), and each stretch gets at most
+//! one marker per kind of action. The SVG's size is bounded whatever the replay's length.
 
 use std::path::Path;
 
@@ -26,6 +30,14 @@ const PALETTE: [RGBColor; 6] = [
     RGBColor(227, 119, 194),
 ];
 const RED: RGBColor = RGBColor(214, 39, 40);
+
+/// Points per line at most (a 1280-pixel-wide plot shows no more).
+pub const MAX_POINTS: usize = 2000;
+
+/// Evaluations per plotted point.
+fn stretch(replay: &Replay) -> usize {
+    replay.steps.len().div_ceil(MAX_POINTS).max(1)
+}
 
 /// One replica line of the plot: label, which workload, colour.
 type ReplicaLine = (&'static str, fn(&crate::engine::Replicas) -> u32, RGBColor);
@@ -127,18 +139,16 @@ fn draw(
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.mix(0.6)));
         }
     }
-    for step in &replay.steps {
-        let d = &step.decision;
-        let y = f64::from(d.desired.workers);
-        match d.action {
-            Action::ScaleUp | Action::Fallback => {
-                chart.draw_series(std::iter::once(TriangleMarker::new((step.t / unit, y), 6, PALETTE[2].filled())))?;
-            }
-            Action::ScaleDown => {
-                let font = ("sans-serif", 12).into_font().color(&RED);
-                chart.draw_series(std::iter::once(Text::new("▼", (step.t / unit, y), font)))?;
-            }
-            Action::Hold => {}
+    for chunk in replay.steps.chunks(stretch(replay)) {
+        let up = chunk.iter().find(|s| matches!(s.decision.action, Action::ScaleUp | Action::Fallback));
+        if let Some(step) = up {
+            let at = (step.t / unit, f64::from(step.decision.desired.workers));
+            chart.draw_series(std::iter::once(TriangleMarker::new(at, 6, PALETTE[2].filled())))?;
+        }
+        if let Some(step) = chunk.iter().find(|s| s.decision.action == Action::ScaleDown) {
+            let font = ("sans-serif", 12).into_font().color(&RED);
+            let at = (step.t / unit, f64::from(step.decision.desired.workers));
+            chart.draw_series(std::iter::once(Text::new("▼", at, font)))?;
         }
     }
     legend(&mut chart)?;
@@ -230,13 +240,15 @@ fn legend<'b: 'a, 'a>(chart: &mut Chart<'a, 'b>) -> Result<(), Box<dyn std::erro
     Ok(())
 }
 
-/// Continuous runs of a per-step value (a gap in data breaks the line).
+/// Continuous runs of a per-step value (a gap in data breaks the line), one point per stretch of
+/// evaluations: the stretch's highest value.
 fn segments(replay: &Replay, unit: f64, value: impl Fn(&super::ReplayStep) -> Option<f64>) -> Vec<Vec<(f64, f64)>> {
     let mut out = Vec::new();
     let mut current = Vec::new();
-    for step in &replay.steps {
-        match value(step).filter(|v| v.is_finite()) {
-            Some(v) => current.push((step.t / unit, v)),
+    for chunk in replay.steps.chunks(stretch(replay)) {
+        let highest = chunk.iter().filter_map(|s| value(s).filter(|v| v.is_finite())).reduce(f64::max);
+        match highest {
+            Some(v) => current.push((chunk[0].t / unit, v)),
             None => {
                 if !current.is_empty() {
                     out.push(std::mem::take(&mut current));
@@ -250,18 +262,19 @@ fn segments(replay: &Replay, unit: f64, value: impl Fn(&super::ReplayStep) -> Op
     out
 }
 
-/// Replica counts as a step function.
+/// Replica counts as a step function, one step per stretch of evaluations (its highest count).
 fn staircase(replay: &Replay, unit: f64, of: &dyn Fn(&crate::engine::Replicas) -> u32) -> Vec<(f64, f64)> {
-    let mut points = Vec::with_capacity(replay.steps.len() * 2);
+    let mut points = Vec::with_capacity(2 * MAX_POINTS + 2);
     let mut last: Option<f64> = None;
-    for step in &replay.steps {
-        let y = f64::from(of(&step.decision.desired));
+    for chunk in replay.steps.chunks(stretch(replay)) {
+        let y = chunk.iter().map(|s| of(&s.decision.desired)).max().map(f64::from).unwrap_or(0.0);
+        let t = chunk[0].t / unit;
         if let Some(prev) = last
             && prev != y
         {
-            points.push((step.t / unit, prev));
+            points.push((t, prev));
         }
-        points.push((step.t / unit, y));
+        points.push((t, y));
         last = Some(y);
     }
     points

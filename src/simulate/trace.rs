@@ -17,6 +17,8 @@ use crate::prometheus::{PrometheusSource, QueryError, value_at};
 pub struct TraceRow {
     /// Seconds from the start of the trace.
     pub t: f64,
+    /// 1-based line of the CSV file (0 for rows built from Prometheus history).
+    pub line: u64,
     /// Per plan dimension: the cell (None = empty cell or no column).
     pub values: Vec<Option<f64>>,
     /// Brokers the row was recorded at, if the trace says.
@@ -62,6 +64,9 @@ pub enum TraceError {
     /// No rows.
     #[error("trace has no rows")]
     Empty,
+    /// The history would take more evaluations than allowed.
+    #[error(transparent)]
+    TooLong(#[from] super::TooManyEvaluations),
     /// A history query failed.
     #[error("history for {role} {name}: {source}")]
     History {
@@ -198,6 +203,7 @@ impl Trace {
             };
             rows.push(TraceRow {
                 t,
+                line,
                 values,
                 brokers: replicas(brokers_col, "brokers")?,
                 workers: replicas(workers_col, "workers")?,
@@ -215,16 +221,22 @@ impl Trace {
     /// Build a trace from Prometheus history: one range query per query of the plan (dimensions,
     /// cluster health, gates) over `[from, to]` (unix seconds), read on a grid of `step` seconds
     /// with [`value_at`], the same alignment the controller uses to replay history after a gap.
+    /// A window of more than `max_evaluations` steps is refused before any query is sent.
     pub async fn from_prometheus(
         source: &PrometheusSource,
         plan: &CompiledPlan,
         from: i64,
         to: i64,
         step: f64,
+        max_evaluations: usize,
     ) -> Result<Self, TraceError> {
         if to <= from {
             return Err(TraceError::Csv(format!("--to ({to}) must be after --from ({from})")));
         }
+        if !(step.is_finite() && step > 0.0) {
+            return Err(TraceError::Csv(format!("--step must be a positive number of seconds, not {step}")));
+        }
+        let count = super::evaluations_within("--from … --to", (to as f64) - (from as f64), step, max_evaluations)?;
         let mut series = Vec::new();
         for query in &plan.queries {
             let samples = source.range(&query.promql, from, to, step).await.map_err(|source| TraceError::History {
@@ -237,18 +249,18 @@ impl Trace {
         let at = |role: QueryRole, t: f64| -> Vec<Option<f64>> {
             series.iter().filter(|(r, _)| *r == role).map(|(_, s)| value_at(s, t, step)).collect()
         };
-        let mut rows = Vec::new();
-        let mut t = from as f64;
-        while t <= to as f64 + 1e-9 {
+        let mut rows = Vec::with_capacity(count);
+        for i in 0..count {
+            let t = from as f64 + i as f64 * step;
             rows.push(TraceRow {
                 t: t - from as f64,
+                line: 0,
                 values: at(QueryRole::Dimension, t),
                 brokers: None,
                 workers: None,
                 health: at(QueryRole::Health, t),
                 gates: at(QueryRole::Gate, t),
             });
-            t += step;
         }
         Ok(Self {
             columns: plan.queries(QueryRole::Dimension).map(|q| q.name.clone()).collect(),
@@ -268,6 +280,30 @@ impl Trace {
     pub fn duration(&self) -> f64 {
         self.rows.last().map(|r| r.t).unwrap_or(0.0)
     }
+
+    /// Holes between consecutive rows longer than `longer_than` seconds, longest first. A replay
+    /// holds the earlier row's values across a hole, which a user should know about.
+    pub fn gaps(&self, longer_than: f64) -> Vec<Gap> {
+        let mut gaps: Vec<Gap> = self
+            .rows
+            .windows(2)
+            .filter(|w| w[1].t - w[0].t > longer_than)
+            .map(|w| Gap { after_line: w[0].line, before_line: w[1].line, secs: w[1].t - w[0].t })
+            .collect();
+        gaps.sort_by(|a, b| b.secs.total_cmp(&a.secs));
+        gaps
+    }
+}
+
+/// A hole in a trace.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Gap {
+    /// Line of the row before the hole.
+    pub after_line: u64,
+    /// Line of the row after it.
+    pub before_line: u64,
+    /// Its length in seconds.
+    pub secs: f64,
 }
 
 fn parse_time(raw: &str) -> Result<(f64, TimeForm), String> {
