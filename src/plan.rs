@@ -96,6 +96,14 @@ pub fn load(path: &Path) -> Result<FulfillmentPlan, PlanError> {
 
 /// Parse and validate plan YAML (the same YAML one would `kubectl apply`).
 pub fn parse(text: &str) -> Result<FulfillmentPlan, PlanError> {
+    let plan = parse_unvalidated(text)?;
+    validate(&plan)?;
+    Ok(plan)
+}
+
+/// Read plan YAML into the type with every check of its form (size, aliases, apiVersion and
+/// kind, strict fields and types) but none of its rules; [`validate`] applies those.
+pub fn parse_unvalidated(text: &str) -> Result<FulfillmentPlan, PlanError> {
     if text.len() > MAX_PLAN_BYTES {
         return Err(PlanError::TooLarge { path: "<text>".into(), limit: MAX_PLAN_BYTES });
     }
@@ -114,14 +122,12 @@ pub fn parse(text: &str) -> Result<FulfillmentPlan, PlanError> {
     if meta.api_version != "fulfillment.dev/v1alpha1" || meta.kind != "FulfillmentPlan" {
         return Err(PlanError::WrongKind { api_version: meta.api_version, kind: meta.kind });
     }
-    let plan: FulfillmentPlan = yaml::from_str_strict(text, &["apiVersion", "kind"])?;
-    validate(&plan)?;
-    Ok(plan)
+    Ok(yaml::from_str_strict(text, &["apiVersion", "kind"])?)
 }
 
 /// Check `plan` (its spec and metadata; the status is the operator's) against the whole CRD:
-/// finite numbers, the object's name, the generated OpenAPI schema, then (only if those hold, so their limits bound the cost) the CEL rules and every
-/// query. An `Err` lists every broken rule of the first stage that failed.
+/// finite numbers, the object's name, the generated OpenAPI schema, then (only if those hold,
+/// so their limits bound the cost) the CEL rules and every query. An `Err` lists every broken rule of the first stage that failed.
 pub fn validate(plan: &FulfillmentPlan) -> Result<(), PlanError> {
     let mut violations = non_finite_numbers(plan);
     violations.extend(name_problems(plan));
@@ -129,12 +135,7 @@ pub fn validate(plan: &FulfillmentPlan) -> Result<(), PlanError> {
     if !violations.is_empty() {
         return Err(PlanError::Invalid(violations));
     }
-    let mut violations: Vec<Violation> = match plan.validate_cel() {
-        Ok(()) => Vec::new(),
-        Err(errors) => {
-            errors.iter().map(|e| Violation { field: e.field_path.clone(), message: e.message.clone() }).collect()
-        }
-    };
+    let mut violations = cel_violations(plan);
     for (i, dim) in plan.spec.dimensions.iter().enumerate() {
         if let Some(message) = query_problem(&dim.query) {
             violations.push(Violation { field: format!("spec.dimensions[{i}].query"), message });
@@ -151,6 +152,28 @@ pub fn validate(plan: &FulfillmentPlan) -> Result<(), PlanError> {
         }
     }
     if violations.is_empty() { Ok(()) } else { Err(PlanError::Invalid(violations)) }
+}
+
+/// Only the rules the API server applies (the object's name, the schema, then CEL), for
+/// comparing verdicts with a real API server: no PromQL check, and no finiteness check (JSON
+/// cannot carry a NaN to the server).
+pub fn validate_as_api_server(plan: &FulfillmentPlan) -> Result<(), PlanError> {
+    let mut violations = name_problems(plan);
+    violations.extend(schema_violations(plan));
+    if violations.is_empty() {
+        violations = cel_violations(plan);
+    }
+    if violations.is_empty() { Ok(()) } else { Err(PlanError::Invalid(violations)) }
+}
+
+/// The CRD's CEL rules, through kube's client-side evaluator.
+fn cel_violations(plan: &FulfillmentPlan) -> Vec<Violation> {
+    match plan.validate_cel() {
+        Ok(()) => Vec::new(),
+        Err(errors) => {
+            errors.iter().map(|e| Violation { field: e.field_path.clone(), message: e.message.clone() }).collect()
+        }
+    }
 }
 
 /// Every number that is NaN or infinite (YAML's `.nan`, `.inf`): JSON cannot carry them, so the

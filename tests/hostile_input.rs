@@ -166,7 +166,7 @@ fn alias_expansion_is_bounded() {
     bomb.push_str("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
     for i in 1..10 {
         let prev = format!("*a{}", i - 1);
-        bomb.push_str(&format!("a{i}: &a{i} [{}]\n", vec![prev.as_str(); 9].join(", ")));
+        bomb.push_str(&format!("a{i}: &a{i} [{}]\n", [prev.as_str(); 9].join(", ")));
     }
     bomb.push_str("spec: {annotations: *a9}\n");
     let (_d, p) = temp_file("plan.yaml", &bomb);

@@ -304,5 +304,19 @@ proptest::proptest! {
             verdict.as_ref().err().map(|e| e.to_string()),
             p.yaml
         );
+        // The API server's share of the rules (what a differential test compares).
+        if let Ok(parsed) = plan::parse_unvalidated(&p.yaml) {
+            let server = plan::validate_as_api_server(&parsed);
+            proptest::prop_assert_eq!(
+                server.is_ok(),
+                p.expected_valid_on_server(),
+                "breaks {:?}; server rules say {:?}\n{}",
+                p.broken,
+                server.as_ref().err().map(|e| e.to_string()),
+                p.yaml
+            );
+        } else {
+            proptest::prop_assert!(!p.expected_valid_on_server(), "breaks {:?}\n{}", p.broken, p.yaml);
+        }
     }
 }
