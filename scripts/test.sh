@@ -4,13 +4,15 @@
 # real Kubernetes control plane (kube-apiserver, kube-controller-manager, etcd) and helm built from
 # their Go modules into a cache outside the clone (scripts/control-plane.sh; needs Go >= 1.25,
 # ~15 min the first time, nothing after), and a Python virtualenv with Helm's Go SDK
-# (helm-python-sdk) for the chart tests.
+# (helm-python-sdk) for the chart tests. Last, every fuzz target runs for FUZZ_SECONDS (30 s) each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=""
 command -v prometheus >/dev/null && command -v promtool >/dev/null || PACKAGES="prometheus"
 python3 -m venv --help >/dev/null 2>&1 || PACKAGES="$PACKAGES python3-venv"
+# libFuzzer (scripts/fuzz.sh) is C++, built by libfuzzer-sys.
+command -v c++ >/dev/null || PACKAGES="$PACKAGES g++"
 if [ -n "$PACKAGES" ]; then
   echo "==> installing$PACKAGES"
   SUDO=""
@@ -51,3 +53,5 @@ if ! "$VENV/bin/python" -c "import helm_python, pytest, yaml" 2>/dev/null; then
   "$VENV/bin/pip" install -q -r tests/chart-requirements.txt
 fi
 "$VENV/bin/pytest" -q tests/chart_test.py
+echo "==> fuzzing (scripts/fuzz.sh: every target for ${FUZZ_SECONDS:-30} s)"
+./scripts/fuzz.sh "${FUZZ_SECONDS:-30}"

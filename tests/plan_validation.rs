@@ -320,3 +320,16 @@ proptest::proptest! {
         }
     }
 }
+
+/// Found by the `promql` fuzz target: promql-parser panics converting an offset too large for a
+/// `Duration`. The plan is refused with the usual PromQL error instead.
+#[test]
+fn a_query_the_promql_parser_panics_on_is_refused_like_any_invalid_query() {
+    // The fuzzer's input, as found: refused (which error comes first depends on the parser).
+    let found = "avg_ovime(up[5m:0m] offset 1000061293337793337707602830@111111111111^1h @ z17000000)";
+    assert!(plan::query_problem(found).is_some_and(|p| p.contains("not valid PromQL")));
+    let problem = plan::query_problem("up offset 1000061293337793337707602830").expect("refused");
+    assert!(problem.contains("not valid PromQL") && problem.contains("out of range"), "{problem}");
+    let e = error_of(&with("query: ", "query: 'sum(up offset 1e30)' #"));
+    assert!(e.contains("spec.dimensions[0].query: query is not valid PromQL"), "{e}");
+}

@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 
 use fulfillment_operator::engine::{Policy, Replicas};
-use fulfillment_operator::plan;
+use fulfillment_operator::plan::{self, CompiledPlan};
 use fulfillment_operator::simulate::{self, ReplayOptions, Trace};
 use libfuzzer_sys::fuzz_target;
 
@@ -15,7 +15,7 @@ fn policies() -> &'static [Policy; 2] {
         let orders = plan::parse(include_str!("../../examples/orders-plan.yaml")).expect("example is valid");
         let failover =
             plan::parse(include_str!("../../examples/failover-two-region-plan.yaml")).expect("example is valid");
-        [Policy::from_spec(&orders.spec), Policy::from_spec(&failover.spec)]
+        [CompiledPlan::new(&orders).policy, CompiledPlan::new(&failover).policy]
     })
 }
 

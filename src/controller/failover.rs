@@ -410,8 +410,9 @@ mod tests {
                 &compiled.policy,
                 &compiled.policy,
                 &trace,
-                ReplayOptions { initial, feedback: true },
-            );
+                ReplayOptions { initial, feedback: true, max_evaluations: simulate::DEFAULT_MAX_EVALUATIONS },
+            )
+            .unwrap();
 
             let world = World {
                 workers: Mutex::new(vec![initial.workers; policy.clusters.len()]),
