@@ -76,6 +76,9 @@ pub const FIELD_MANAGER: &str = "fulfillment-operator";
     validation = Rule::new("!has(self.missingData) || !has(self.missingData.fallback) || (self.missingData.fallback.brokers >= self.workloads.brokers.minReplicas && self.missingData.fallback.brokers <= self.workloads.brokers.maxReplicas && self.missingData.fallback.workers >= self.workloads.workers.minReplicas && self.missingData.fallback.workers <= self.workloads.workers.maxReplicas)")
         .message("missingData.fallback must lie within each workload's [minReplicas, maxReplicas]: change the fallback replicas or the bounds")
         .field_path(".missingData.fallback"),
+    validation = Rule::new("!has(self.workloads.workers.activation) || self.dimensions.exists(d, d.name == self.workloads.workers.activation.dimension && d.kind == 'Demand' && (!has(d.workload) || d.workload == 'Workers'))")
+        .message("workers.activation.dimension must name a Demand dimension counted in workers: utilization means nothing at zero workers")
+        .field_path(".workloads.workers.activation.dimension"),
 )]
 pub struct FulfillmentPlanSpec {
     /// The Prometheus server the plan's queries run against.
@@ -304,7 +307,8 @@ impl Default for FailbackSpec {
     }
 }
 
-/// A failback gate.
+/// A gate: a query that must have stayed at or below `max` for its `for` window (failback
+/// steps, scale-down of a workload).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct GateSpec {
@@ -493,14 +497,20 @@ pub struct SecretKeyRef {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
+    validation = Rule::new("self.brokers.minReplicas >= 1").message("brokers never go to zero: brokers.minReplicas must be at least 1").field_path(".brokers.minReplicas"),
+    validation = Rule::new("!has(self.brokers.activation)").message("brokers never go to zero: remove brokers.activation").field_path(".brokers.activation"),
+    validation = Rule::new("self.workers.minReplicas >= 1 || has(self.workers.activation)").message("workers.minReplicas 0 needs workers.activation (which dimension wakes them and how long idle before zero)").field_path(".workers.minReplicas"),
+    validation = Rule::new("!has(self.workers.activation) || self.workers.activation.minReplicasWhenActive <= self.workers.maxReplicas").message("workers.activation.minReplicasWhenActive must not exceed workers.maxReplicas").field_path(".workers.activation.minReplicasWhenActive"),
     validation = Rule::new("!has(self.maxWorkersPerBroker) || self.workers.minReplicas <= self.brokers.maxReplicas * self.maxWorkersPerBroker")
         .message("workers.minReplicas cannot be reached within brokers.maxReplicas × maxWorkersPerBroker: raise maxWorkersPerBroker or brokers.maxReplicas, or lower workers.minReplicas")
         .field_path(".maxWorkersPerBroker"),
 )]
 pub struct Workloads {
     /// The message brokers (for example a Kafka KafkaNodePool or a Pulsar broker StatefulSet).
+    /// Brokers never go to zero.
     pub brokers: Workload,
-    /// The workers that consume from the brokers (for example a consumer Deployment).
+    /// The workers that consume from the brokers (for example a consumer Deployment). Workers
+    /// may go to zero with `minReplicas: 0` and an `activation` rule.
     pub workers: Workload,
     /// Upper bound on workers per broker. When set, brokers are raised so that
     /// `workers <= brokers × maxWorkersPerBroker` holds after every decision, and workers are
@@ -508,6 +518,64 @@ pub struct Workloads {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self >= 1 && self <= 1000").message("maxWorkersPerBroker must be between 1 and 1000"))]
     pub max_workers_per_broker: Option<i32>,
+    /// What moves the brokers. `BrokerDimensions` (default): only the dimensions counted in
+    /// brokers (`workload: Brokers`) and the `maxWorkersPerBroker` bound, so slow consumers
+    /// never move partitions; without broker dimensions the bound alone sizes the brokers.
+    /// `Composite`: brokers move by the same factor as the workers, from the composite score.
+    #[serde(default)]
+    pub brokers_follow: BrokersFollow,
+    /// How long a broker change may take before it counts as not carried out (Go duration,
+    /// default 10m). Until the brokers' `/scale` reports `status.replicas == spec.replicas` no
+    /// other broker change is made; after this long the change is reported once
+    /// (`ScaleNotApplied`) and the plan goes on from the replicas the target reports.
+    #[serde(default = "default_broker_change_timeout")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') && duration(self) >= duration('10s') && duration(self) <= duration('24h')").message("brokerChangeTimeout must be a Go duration between 10s and 24h, such as 10m"))]
+    pub broker_change_timeout: GoDuration,
+}
+
+fn default_broker_change_timeout() -> GoDuration {
+    GoDuration::from_secs(600)
+}
+
+/// What moves the brokers.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum BrokersFollow {
+    /// Only the dimensions counted in brokers, and the workers-per-broker bound (the default:
+    /// a broker change moves partitions or bundles, so only broker load should cause one).
+    #[default]
+    BrokerDimensions,
+    /// The composite score, by the same factor as the workers.
+    Composite,
+}
+
+/// Workers to zero: when the workers wake from zero and when they go back to it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Activation {
+    /// Name of a `Demand` dimension counted in workers (orders per minute, messages in per
+    /// second, queue backlog). At zero workers the utilization dimensions mean nothing: only
+    /// this dimension wakes the workers.
+    #[schemars(length(min = 1, max = 63))]
+    pub dimension: String,
+    /// The workers wake when the dimension's value is above this (0 wakes them on any demand).
+    #[x_kube(validation = Rule::new("self >= 0.0 && self < 1.0e15").message("activation.threshold must be at least 0"))]
+    pub threshold: f64,
+    /// How long the value must stay at or below `threshold` before the workers go to zero (Go
+    /// duration, 30s to 24h, default 5m). Missing data never counts as idle.
+    #[serde(default = "default_idle_for")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') && duration(self) >= duration('30s') && duration(self) <= duration('24h')").message("idleFor must be a Go duration between 30s and 24h, such as 5m"))]
+    pub idle_for: GoDuration,
+    /// The fewest workers while awake (default 1): waking from zero starts at least this many.
+    #[serde(default = "one_replica")]
+    #[x_kube(validation = Rule::new("self >= 1").message("minReplicasWhenActive must be at least 1"))]
+    pub min_replicas_when_active: i32,
+}
+
+fn default_idle_for() -> GoDuration {
+    GoDuration::from_secs(300)
+}
+fn one_replica() -> i32 {
+    1
 }
 
 /// One scaled workload and its replica bounds.
@@ -520,12 +588,32 @@ pub struct Workload {
     /// The object to scale through its `/scale` subresource: a Deployment, a StatefulSet, or
     /// any custom resource with a scale subresource (such as a Strimzi KafkaNodePool).
     pub target_ref: ScaleTargetRef,
-    /// The fewest replicas the operator will ever set (at least 1).
-    #[x_kube(validation = Rule::new("self >= 1").message("minReplicas must be at least 1"))]
+    /// The fewest replicas the operator will ever set (at least 1; 0 for workers with an
+    /// `activation` rule).
+    #[x_kube(validation = Rule::new("self >= 0").message("minReplicas must be at least 0 (0 only for workers with activation)"))]
     pub min_replicas: i32,
     /// The most replicas the operator will ever set (at most 10000).
     #[x_kube(validation = Rule::new("self >= 1 && self <= 10000").message("maxReplicas must be between 1 and 10000"))]
     pub max_replicas: i32,
+    /// Scale-up behavior of this workload, replacing `spec.scaling.scaleUp` for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_up: Option<ScalingRules>,
+    /// Scale-down behavior of this workload, replacing `spec.scaling.scaleDown` for it. Brokers
+    /// default to `spec.scaling.scaleDown` with one broker per step (`maxStepPods: 1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down: Option<ScalingRules>,
+    /// Queries that must all hold before replicas of this workload are removed, such as
+    /// under-replicated partitions = 0, no partition reassignment in progress, consumer-group
+    /// rebalances quiet. Each must have been at or below its `max` for its `for` window; a gate
+    /// without data blocks (never remove blind). Scale-up is never gated.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    #[x_kube(validation = Rule::new("self.all(g, self.filter(h, h.name == g.name).size() == 1)").message("scale-down gate names must be unique within a workload"))]
+    pub scale_down_gates: Vec<GateSpec>,
+    /// Workers only: wake from zero and go back to it on a demand dimension (needs
+    /// `minReplicas: 0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation: Option<Activation>,
 }
 
 /// Reference to an object in the plan's namespace that has a `/scale` subresource.
@@ -599,7 +687,26 @@ pub struct Dimension {
     /// Which workload's replicas the capacity is counted in: `Workers` (default) or `Brokers`.
     #[serde(default)]
     pub workload: WorkloadRole,
+    /// The highest ratio (needed ÷ current capacity, held for the `for` window) this dimension
+    /// may reach whatever the weighted score says: above it the plan scales the dimension's
+    /// workload up at least enough to bring the dimension back to target, and does not scale
+    /// it down. Default 1.5; between 1.0 and 100. A weighted mean lets a low-weight dimension
+    /// sit well over target (at weight 0.25 and tolerance 0.1, 1.4× with the others at target)
+    /// — the ceiling stops that dilution.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1.0 && self <= 100.0").message("ceiling must be a ratio between 1.0 and 100, such as 1.5"))]
+    pub ceiling: Option<f64>,
+    /// How long the ratio must stay above `ceiling` before it forces a scale-up (Go duration,
+    /// at most `for`; default `for`, so a spike shorter than the sustain window never scales).
+    /// A shorter window answers a hot spot within one or two evaluations, like the panic window
+    /// of Knative's autoscaler (a tenth of its stable window): spikes longer than it then count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') && duration(self) <= duration('1h')").message("ceilingFor must be a Go duration of at most 1h, such as 30s"))]
+    pub ceiling_for: Option<GoDuration>,
 }
+
+/// The ceiling a dimension gets when it sets none.
+pub const DEFAULT_CEILING: f64 = 1.5;
 
 fn zero_duration() -> GoDuration {
     GoDuration::from_secs(0)
@@ -798,6 +905,10 @@ pub struct FulfillmentPlanStatus {
     /// When the operator last changed a replica count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scale_time: Option<Time>,
+    /// The last broker change while it is in flight (until the brokers' `/scale` reports
+    /// `status.replicas == spec.replicas`) or after it was not carried out in time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker_change: Option<BrokerChangeStatus>,
     /// Failover between clusters: each cluster's health, phase and traffic weight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic: Option<TrafficStatus>,
@@ -809,6 +920,24 @@ pub struct FulfillmentPlanStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "opaque_object")]
     pub memory: Option<serde_json::Value>,
+}
+
+/// A broker change the plan made.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerChangeStatus {
+    /// `InFlight` (no other broker change until it is done) or `NotApplied` (the target did not
+    /// carry it out within `brokerChangeTimeout`; the plan goes on from what runs).
+    pub state: String,
+    /// Brokers before the change.
+    pub from: i32,
+    /// Brokers asked for.
+    pub to: i32,
+    /// Brokers the target reported running at the last evaluation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<i32>,
+    /// When the change was made.
+    pub since: Time,
 }
 
 /// Current and desired replicas of one workload.

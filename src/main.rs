@@ -382,11 +382,16 @@ fn run_simulate(args: SimulateArgs) -> Result<(), String> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let io = |e: std::io::Error| format!("cannot write output: {e}");
+    let mut summaries = vec![(&replay, replay.summary())];
+    if let Some(b) = &baseline {
+        summaries.push((b, b.summary()));
+    }
     match args.output {
         Output::Jsonl => {
             for step in &replay.steps {
                 writeln!(out, "{}", simulate::jsonl_line(step)).map_err(io)?;
             }
+            writeln!(out, "{}", simulate::summary_jsonl(&summaries)).map_err(io)?;
         }
         Output::Table => {
             let name = plan.metadata.name.clone().unwrap_or_default();
@@ -402,10 +407,6 @@ fn run_simulate(args: SimulateArgs) -> Result<(), String> {
             .map_err(io)?;
             simulate::print_table(&mut out, &replay).map_err(io)?;
             writeln!(out).map_err(io)?;
-            let mut summaries = vec![(&replay, replay.summary())];
-            if let Some(b) = &baseline {
-                summaries.push((b, b.summary()));
-            }
             simulate::summary_table(&mut out, &summaries).map_err(io)?;
         }
     }

@@ -386,6 +386,8 @@ pub enum QueryRole {
     Health,
     /// A failback gate (`spec.traffic.failback.gates[]`).
     Gate,
+    /// A scale-down gate (`spec.workloads.brokers.scaleDownGates[]`, then workers').
+    ScaleDownGate,
 }
 
 impl fmt::Display for QueryRole {
@@ -394,6 +396,7 @@ impl fmt::Display for QueryRole {
             QueryRole::Dimension => "dimension",
             QueryRole::Health => "cluster health",
             QueryRole::Gate => "gate",
+            QueryRole::ScaleDownGate => "scale-down gate",
         })
     }
 }
@@ -436,6 +439,14 @@ impl CompiledPlan {
             .chain(spec.clusters.iter().map(|c| query(QueryRole::Health, &c.name, &c.health.query)))
             .chain(
                 spec.traffic.iter().flat_map(|t| &t.failback.gates).map(|g| query(QueryRole::Gate, &g.name, &g.query)),
+            )
+            .chain(
+                spec.workloads
+                    .brokers
+                    .scale_down_gates
+                    .iter()
+                    .chain(&spec.workloads.workers.scale_down_gates)
+                    .map(|g| query(QueryRole::ScaleDownGate, &g.name, &g.query)),
             )
             .collect();
         Self {

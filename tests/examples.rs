@@ -180,7 +180,11 @@ fn the_replay_checks_catch_what_they_are_for() {
 fn replay(command: &[String]) -> Vec<Value> {
     let mut jsonl = command.to_vec();
     jsonl.extend(["--output".to_string(), "jsonl".to_string()]);
-    run(&jsonl).lines().map(|l| serde_json::from_str(l).expect("each line is JSON")).collect()
+    let mut lines: Vec<Value> =
+        run(&jsonl).lines().map(|l| serde_json::from_str(l).expect("each line is JSON")).collect();
+    let summary = lines.pop().expect("a summary line");
+    assert!(summary.get("summary").is_some(), "the last line is the summary: {summary}");
+    lines
 }
 
 fn is_missing(step: &Value) -> bool {

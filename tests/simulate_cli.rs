@@ -34,8 +34,12 @@ fn fails(args: &[&str]) -> String {
     String::from_utf8(out.stderr).unwrap()
 }
 
+/// The evaluations of a JSONL replay (the final summary record is checked and dropped).
 fn jsonl(args: &[&str]) -> Vec<Value> {
-    ok(args).lines().map(|l| serde_json::from_str(l).expect("each line is JSON")).collect()
+    let mut lines: Vec<Value> = ok(args).lines().map(|l| serde_json::from_str(l).expect("each line is JSON")).collect();
+    let summary = lines.pop().expect("a summary line");
+    assert!(summary["summary"]["plan"]["replica_minutes"].is_number(), "the last line is the summary: {summary}");
+    lines
 }
 
 const PLAN: &str = "examples/orders-plan.yaml";
@@ -49,6 +53,44 @@ fn flash_sale_timeline_and_summary() {
     assert!(out.contains("summary") && out.contains("plan") && out.contains("hpa"), "{out}");
     assert!(out.contains("worker replica-minutes"), "{out}");
     assert!(out.contains("Replay is open-loop"), "{out}");
+}
+
+#[test]
+fn the_summary_sets_plan_and_hpa_side_by_side_in_the_table_and_the_last_jsonl_record() {
+    let args = ["simulate", PLAN, "--trace", "examples/traces/diurnal-day.csv", "--baseline", "hpa"];
+    let table = ok(&args);
+    for row in [
+        "actions",
+        "broker changes",
+        "replica-minutes",
+        "zero-worker minutes",
+        "experience under-provisioned (min)",
+        "business over-provisioned (min)",
+    ] {
+        assert!(table.lines().any(|l| l.starts_with(row)), "{row} missing:\n{table}");
+    }
+    let mut jsonl_args = args.to_vec();
+    jsonl_args.extend(["--output", "jsonl"]);
+    let out = ok(&jsonl_args);
+    let last: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let (plan, hpa) = (&last["summary"]["plan"], &last["summary"]["hpa"]);
+    for s in [plan, hpa] {
+        let total = s["replica_minutes"].as_f64().unwrap();
+        let parts = s["broker_replica_minutes"].as_f64().unwrap() + s["worker_replica_minutes"].as_f64().unwrap();
+        assert!((total - parts).abs() < 1e-6, "{s}");
+        assert_eq!(s["dimensions"].as_array().unwrap().len(), 3, "{s}");
+        assert!(s["dimensions"][2]["under_provisioned_minutes"].as_f64().unwrap() >= 0.0);
+        assert!(s["broker_changes"].as_u64().unwrap() <= s["actions"].as_u64().unwrap());
+    }
+    // The table prints the JSONL figures.
+    let replica_row = table.lines().find(|l| l.starts_with("replica-minutes")).unwrap();
+    assert!(replica_row.contains(&format!("{:.0}", plan["replica_minutes"].as_f64().unwrap())), "{replica_row}");
+    // The day's minutes add up: under + over + within the band never exceed the day.
+    let day = plan["duration_secs"].as_f64().unwrap() / 60.0;
+    for d in plan["dimensions"].as_array().unwrap() {
+        let used = d["under_provisioned_minutes"].as_f64().unwrap() + d["over_provisioned_minutes"].as_f64().unwrap();
+        assert!(used <= day + 1e-6, "{d}");
+    }
 }
 
 #[test]

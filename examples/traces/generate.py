@@ -171,17 +171,27 @@ def kafka_lag_burst():
         handlers = 0.08 + 0.55 * (bytes_in / KAFKA_BROKERS) / KAFKA_HANDLER_BYTES
         idle = idle_rate(t, max(0.02, 1 - handlers * (1 + rng.gauss(0, 0.03))))
         gap = 190 <= m < 194  # kafka-exporter restarting
+        # Scale-down gates: a broker's rolling restart leaves partitions under-replicated from
+        # 2:12 to 2:30; Cruise Control reassigns partitions from 1:00 to 1:10.
+        under_replicated = 4 if 132 <= m < 150 else 0
+        reassigning = 6 if 60 <= m < 70 else 0
         rows.append(
             [
                 rfc3339(start, t),
                 cell(lag * (1 + rng.gauss(0, 0.04)), 0, gap),
                 cell(bytes_in, 0),
                 cell(1 - idle, 4),
+                under_replicated,
+                reassigning,
                 KAFKA_BROKERS,
                 KAFKA_CONSUMERS,
             ]
         )
-    write_csv("kafka-lag-burst.csv", ["lag", "bytes-in", "request-handlers"], rows)
+    write_csv(
+        "kafka-lag-burst.csv",
+        ["lag", "bytes-in", "request-handlers", "gate:under-replicated-partitions", "gate:reassignment"],
+        rows,
+    )
 
 
 # Pulsar (examples/pulsar-plan.yaml): namespace public/orders, the enrich-order function, recorded

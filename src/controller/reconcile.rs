@@ -41,8 +41,9 @@ pub async fn reconcile(plan: Arc<FulfillmentPlan>, ctx: Arc<Context>) -> Result<
         let interval = Duration::from_secs_f64(compiled.policy.interval_secs);
         return Ok(Action::requeue((interval * 4).clamp(Duration::from_secs(5), Duration::from_secs(60))));
     };
-    let readings = read_metrics(&ctx, &plan, &compiled, &mut state).await;
-    let scaling = scale(&ctx, &plan, &compiled, &mut state, &readings, (brokers, workers), now).await;
+    let readings = read_metrics(&ctx, &plan, &compiled, &mut state, QueryRole::Dimension).await;
+    let gate_readings = read_metrics(&ctx, &plan, &compiled, &mut state, QueryRole::ScaleDownGate).await;
+    let scaling = scale(&ctx, &plan, &compiled, &mut state, (&readings, &gate_readings), (brokers, workers), now).await;
     let failover = fail_over(&ctx, &plan, &compiled, &mut state, unix_secs(now)).await;
 
     let outcome = Outcome::Decided {
@@ -63,6 +64,9 @@ pub async fn reconcile(plan: Arc<FulfillmentPlan>, ctx: Arc<Context>) -> Result<
     }
 
     report(&ctx, &plan, &mut state, &scaling.decision, plan.spec.paused, scaling.scaled_at.is_some()).await;
+    if let Some(change) = scaling.decision.not_applied {
+        report_not_applied(&ctx, &plan, &compiled.policy, change).await;
+    }
     if let Some(f) = failover {
         report_failover(&ctx, &plan, &mut state, f).await;
     }
@@ -180,7 +184,7 @@ async fn scale(
     plan: &FulfillmentPlan,
     compiled: &CompiledPlan,
     state: &mut PlanState,
-    readings: &[Reading],
+    (readings, gate_readings): (&[Reading], &[Reading]),
     (brokers, workers): (ScaleReading, ScaleReading),
     at: jiff::Timestamp,
 ) -> Scaling {
@@ -189,6 +193,8 @@ async fn scale(
     let current = Replicas { brokers: brokers.desired, workers: workers.desired };
     let mut memory = take_memory(ctx, plan, compiled, state, current, now).await;
     memory.observe(policy, now, readings, current);
+    memory.observe_gates(policy, now, gate_readings);
+    memory.observe_brokers_running(brokers.running);
     let decision = engine::decide(policy, &memory, now, current);
     tracing::debug!(action = %decision.action, reason = %decision.reason, "decided");
     let mut scaling = Scaling { decision, memory, scaled_at: None, apply_error: None };
@@ -519,15 +525,19 @@ async fn source_for(
     Ok(source)
 }
 
-/// One instant query per dimension, concurrently; a connection that cannot be set up makes every
-/// dimension missing with the reason.
+/// One instant query per query of `role` (dimensions, scale-down gates), concurrently; a
+/// connection that cannot be set up makes every reading missing with the reason.
 async fn read_metrics(
     ctx: &Context,
     plan: &FulfillmentPlan,
     compiled: &CompiledPlan,
     state: &mut PlanState,
+    role: QueryRole,
 ) -> Vec<Reading> {
-    let dimensions: Vec<&Query> = compiled.queries(QueryRole::Dimension).collect();
+    let dimensions: Vec<&Query> = compiled.queries(role).collect();
+    if dimensions.is_empty() {
+        return Vec::new();
+    }
     let source = match source_for(ctx, plan, compiled, state).await {
         Ok(s) => s,
         Err(reason) => {
@@ -673,6 +683,15 @@ async fn report(
         emit_limited(ctx, plan, state, EventReason::Paused, &decision.action.to_string(), &note).await;
     }
 
+    if decision.blocked.is_empty() {
+        state.last_events.remove(&EventReason::ScaleDownBlocked);
+    } else {
+        let gates: Vec<&str> = decision.blocked.iter().map(|b| b.gate.as_str()).collect();
+        let note = decision.blocked.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+        let note = format!("Nothing is removed while a scale-down gate blocks: {note}.");
+        emit_limited(ctx, plan, state, EventReason::ScaleDownBlocked, &gates.join(","), &note).await;
+    }
+
     let missing = engine::group_missing(
         decision.dimensions.iter().filter_map(|b| b.missing.as_ref().map(|m| (b.name.as_str(), m.to_string()))),
     );
@@ -684,4 +703,28 @@ async fn report(
         let note = format!("No usable data for {missing}. Missing data never scales down. {}", decision.reason);
         emit_limited(ctx, plan, state, EventReason::MetricsUnavailable, &names.join(","), &note).await;
     }
+}
+
+/// A broker change the target did not carry out within the timeout: one Warning event, with the
+/// target's own condition message when it has one.
+async fn report_not_applied(
+    ctx: &Context,
+    plan: &FulfillmentPlan,
+    policy: &engine::Policy,
+    change: engine::BrokerChange,
+) {
+    let namespace = plan.namespace().unwrap_or_default();
+    let namespace = namespace.as_str();
+    let target = &plan.spec.workloads.brokers.target_ref;
+    let running = change.running.map_or("an unknown number of".to_string(), |r| r.to_string());
+    let mut note = format!(
+        "{} {namespace}/{} was asked for {} brokers (from {}) and runs {running} after {}s; the plan does not push it further and goes on from what runs.",
+        target.kind, target.name, change.to, change.from, policy.broker_change_timeout_secs
+    );
+    match ctx.targets.condition_message(&ctx.client, namespace, target).await {
+        Ok(Some(message)) => note = format!("{note} The target says: {message}"),
+        Ok(None) => {}
+        Err(e) => tracing::info!(error = %e, "cannot read the brokers target's conditions"),
+    }
+    publish(ctx, plan, EventReason::ScaleNotApplied, &note).await;
 }

@@ -66,6 +66,12 @@ pub enum Reason {
     WithinLimits,
     /// Writing /scale failed.
     ApplyFailed,
+    /// A scale-down gate kept replicas from being removed.
+    ScaleDownBlocked,
+    /// A broker change is in flight: no other broker change until it is done.
+    BrokerChangeInFlight,
+    /// The target did not carry out a broker change within the timeout.
+    ScaleNotApplied,
 }
 
 impl Reason {
@@ -84,6 +90,9 @@ impl Reason {
             Reason::ScalingLimited => "ScalingLimited",
             Reason::WithinLimits => "WithinLimits",
             Reason::ApplyFailed => "ApplyFailed",
+            Reason::ScaleDownBlocked => "ScaleDownBlocked",
+            Reason::BrokerChangeInFlight => "BrokerChangeInFlight",
+            Reason::ScaleNotApplied => "ScaleNotApplied",
         }
     }
 }
@@ -253,8 +262,28 @@ pub fn build(
                     &format!("No usable data for {missing}."),
                 )
             };
+            let change = decision
+                .broker_change
+                .map(|ch| ("InFlight", ch))
+                .or_else(|| decision.stuck_change.map(|ch| ("NotApplied", ch)));
+            status.broker_change = change.map(|(state, ch)| crate::crd::BrokerChangeStatus {
+                state: state.to_string(),
+                from: ch.from as i32,
+                to: ch.to as i32,
+                running: ch.running.map(|r| r as i32),
+                since: Time(jiff::Timestamp::from_millisecond((ch.since * 1000.0) as i64).unwrap_or(now)),
+            });
+            let limited_reason = if !decision.blocked.is_empty() {
+                Reason::ScaleDownBlocked
+            } else if decision.stuck_change.is_some() {
+                Reason::ScaleNotApplied
+            } else if decision.broker_change.is_some() {
+                Reason::BrokerChangeInFlight
+            } else {
+                Reason::ScalingLimited
+            };
             let limited = match &decision.limited {
-                Some(l) => c(ConditionType::ScalingLimited, true, Reason::ScalingLimited, l),
+                Some(l) => c(ConditionType::ScalingLimited, true, limited_reason, l),
                 None => {
                     c(ConditionType::ScalingLimited, false, Reason::WithinLimits, "The last decision was not limited.")
                 }
@@ -351,6 +380,53 @@ mod tests {
         assert_eq!(get(&third, ConditionType::Invalid).last_transition_time, Time(ts(300)));
         assert_eq!(get(&third, ConditionType::Ready).observed_generation, Some(2));
         assert_eq!(third.observed_generation, Some(2));
+    }
+
+    #[test]
+    fn a_blocking_gate_and_a_broker_change_in_flight_show_in_conditions_and_status() {
+        use crate::engine::{Observation, Policy, Reading, Replicas, step_observed};
+        let plan = crate::plan::parse(include_str!("../../examples/kafka-strimzi-plan.yaml")).unwrap();
+        let policy = Policy::from_spec(&plan.spec);
+        let mut memory = Memory::default();
+        let current = Replicas { brokers: 6, workers: 12 };
+        // Everything at a fifth of target; under-replicated partitions without data.
+        let readings = [Reading::Value(400.0), Reading::Value(0.2 * 20_000_000.0 * 6.0), Reading::Value(0.2 * 0.6)];
+        let gates = [Reading::Missing(crate::engine::Missing::NoData), Reading::Value(0.0)];
+        let mut decision = None;
+        for i in 0..60 {
+            let observation = Observation { readings: &readings, gates: &gates, brokers_running: Some(6) };
+            decision = Some(step_observed(&policy, &mut memory, f64::from(i) * 30.0, &observation, current));
+        }
+        let decision = decision.unwrap();
+        assert_eq!(decision.desired.brokers, 6, "{}", decision.reason);
+        let outcome = |decision: &Decision| Outcome::Decided {
+            decision: Box::new(decision.clone()),
+            paused: false,
+            apply_error: None,
+            memory: Box::new(memory.clone()),
+            scaled_at: None,
+            traffic: None,
+        };
+        let status = build(None, &outcome(&decision), Some(1), ts(2000));
+        let limited = get(&status, ConditionType::ScalingLimited);
+        assert_eq!((limited.status.as_str(), limited.reason.as_str()), ("True", "ScaleDownBlocked"));
+        assert!(
+            limited.message.contains("gate under-replicated-partitions blocks brokers removal: value no data, max 0"),
+            "{}",
+            limited.message
+        );
+        assert!(status.broker_change.is_none());
+
+        let mut in_flight = decision.clone();
+        in_flight.blocked.clear();
+        in_flight.limited = Some("brokers held at 7".into());
+        in_flight.broker_change =
+            Some(crate::engine::BrokerChange { since: 1000.0, from: 6, to: 7, running: Some(6), reported: false });
+        let status = build(None, &outcome(&in_flight), Some(1), ts(2000));
+        assert_eq!(get(&status, ConditionType::ScalingLimited).reason, "BrokerChangeInFlight");
+        let change = status.broker_change.unwrap();
+        assert_eq!((change.state.as_str(), change.from, change.to, change.running), ("InFlight", 6, 7, Some(6)));
+        assert_eq!(change.since, Time(ts(1000)));
     }
 
     #[test]

@@ -163,6 +163,32 @@ impl Targets {
         Ok(ScaleReading { desired, running })
     }
 
+    /// The message of the target's first condition that reports a problem (`Ready`,
+    /// `Available` or `Progressing` False; `Warning`, `ReplicaFailure` or `NotReady` True), as
+    /// `type (reason): message` — what Strimzi, a StatefulSet or a Deployment says about why a
+    /// change is not carried out.
+    pub async fn condition_message(
+        &self,
+        client: &Client,
+        namespace: &str,
+        target: &ScaleTargetRef,
+    ) -> Result<Option<String>, TargetError> {
+        let api = self.api(client, namespace, target).await?;
+        let object = api.get(&target.name).await.map_err(|e| Self::error(target, namespace, "get", e))?;
+        let conditions = object.data["status"]["conditions"].as_array().cloned().unwrap_or_default();
+        Ok(conditions.iter().find_map(|c| {
+            let kind = c["type"].as_str()?;
+            let status = c["status"].as_str()?;
+            let trouble = matches!((kind, status), ("Ready" | "Available" | "Progressing", "False"))
+                || matches!((kind, status), ("Warning" | "ReplicaFailure" | "NotReady", "True"));
+            trouble.then(|| {
+                let reason = c["reason"].as_str().unwrap_or("");
+                let message = c["message"].as_str().unwrap_or("");
+                crate::controller::status::truncate(format!("{kind} ({reason}): {message}"), 600)
+            })
+        }))
+    }
+
     /// Set a target's `spec.replicas` through `/scale`.
     pub async fn write(
         &self,

@@ -37,10 +37,10 @@ use std::fmt::{self, Write as _};
 use serde::{Deserialize, Serialize};
 
 pub use crate::crd::{CapacityKind, WorkloadRole};
-pub use policy::{Bounds, Combine, DimensionPolicy, MissingPolicy, Policy, StepRules};
+pub use policy::{ActivationPolicy, Bounds, Combine, DimensionPolicy, MissingPolicy, Policy, ScaleDownGate, StepRules};
 pub use reason::EventReason;
 
-use crate::crd::SelectPolicy;
+use crate::crd::{BrokersFollow, SelectPolicy};
 
 /// Largest replica count the arithmetic ever produces before bounds apply.
 const REPLICA_CEILING: f64 = 1.0e6;
@@ -172,6 +172,8 @@ pub struct DimensionBreakdown {
     pub held_up: Option<f64>,
     /// Held ratio used for scale-down decisions.
     pub held_down: Option<f64>,
+    /// Ratio held over the ceiling's window, compared with the ceiling.
+    pub ceiling_held: Option<f64>,
     /// Normalised weight × ratio: this dimension's share of the composite score.
     pub contribution: Option<f64>,
     /// Why the value is missing.
@@ -202,8 +204,87 @@ pub struct Decision {
     pub dimensions: Vec<DimensionBreakdown>,
     /// A sentence saying why.
     pub reason: String,
-    /// Set when bounds, step limits or the workers-per-broker bound cut the recommendation.
+    /// Set when bounds, step limits, the workers-per-broker bound, a scale-down gate or a broker
+    /// change in flight cut the recommendation.
     pub limited: Option<String>,
+    /// Dimensions whose held ratio is above their ceiling: each forced its workload up to at
+    /// least the replicas that bring it back to target.
+    pub ceilings: Vec<CeilingBreach>,
+    /// Scale-down gates that kept replicas from being removed.
+    pub blocked: Vec<GateBlock>,
+    /// The broker change still in flight (no other broker change is made until it is done).
+    pub broker_change: Option<BrokerChange>,
+    /// A broker change the target did not carry out within the timeout (the plan goes on from
+    /// the brokers the target runs).
+    pub stuck_change: Option<BrokerChange>,
+    /// The same, on the one decision that reports it.
+    pub not_applied: Option<BrokerChange>,
+}
+
+/// A dimension over its ceiling.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CeilingBreach {
+    /// Dimension name.
+    pub dimension: String,
+    /// Its held ratio.
+    pub ratio: f64,
+    /// Its ceiling.
+    pub ceiling: f64,
+    /// The workload it forced up.
+    pub workload: WorkloadRole,
+    /// The replicas it asks for at least.
+    pub replicas: u32,
+}
+
+/// A scale-down gate that blocked a removal.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GateBlock {
+    /// Gate name.
+    pub gate: String,
+    /// The workload whose removal it blocked.
+    pub workload: WorkloadRole,
+    /// Its last value (None: no data, which blocks).
+    pub value: Option<f64>,
+    /// Its limit.
+    pub max: f64,
+    /// Its window, seconds.
+    pub hold_secs: f64,
+}
+
+impl fmt::Display for GateBlock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let value = match self.value {
+            None => "no data".to_string(),
+            Some(v) if v <= self.max => format!("{v}, not yet held for {}", secs_text(self.hold_secs)),
+            Some(v) => format!("{v}"),
+        };
+        write!(
+            f,
+            "gate {} blocks {} removal: value {value}, max {} for {}",
+            self.gate,
+            role_name(self.workload),
+            self.max,
+            secs_text(self.hold_secs)
+        )
+    }
+}
+
+/// A broker change made by the plan and not yet reported done by the target.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerChange {
+    /// When it was made, seconds.
+    pub since: f64,
+    /// Brokers before.
+    pub from: u32,
+    /// Brokers asked for.
+    pub to: u32,
+    /// Brokers the target last reported running (`/scale` status.replicas).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<u32>,
+    /// Whether it was reported as not carried out.
+    #[serde(default)]
+    pub reported: bool,
 }
 
 impl Decision {
@@ -229,6 +310,27 @@ pub struct Sample {
     /// Needed replicas; absent when the reading was missing (that breaks a held window).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     needed: Option<f64>,
+}
+
+/// A remembered scale-down gate sample.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GateSample {
+    /// When it was taken.
+    t: f64,
+    /// Whether the gate's value was at or below its max (no data: false).
+    ok: bool,
+}
+
+impl traffic::Check for GateSample {
+    fn at(&self) -> f64 {
+        self.t
+    }
+    fn ok(&self) -> bool {
+        self.ok
+    }
+    fn new(at: f64, ok: bool) -> Self {
+        Self { t: at, ok }
+    }
 }
 
 /// A remembered recommendation, for stabilization.
@@ -278,6 +380,21 @@ pub struct Memory {
     /// Replica changes within the longest step period.
     #[serde(default)]
     scale_events: VecDeque<ScaleEvent>,
+    /// Scale-down gate names the gate samples belong to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    gate_names: Vec<String>,
+    /// Per scale-down gate: whether it was at or below its max, over its window.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    gate_samples: Vec<VecDeque<GateSample>>,
+    /// Per scale-down gate: its last value (explanations only).
+    #[serde(skip)]
+    gate_values: Vec<Option<f64>>,
+    /// The broker change in flight, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    broker_change: Option<BrokerChange>,
+    /// Since when the activation dimension has been at or below its threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    idle_since: Option<f64>,
 }
 
 impl Memory {
@@ -308,11 +425,16 @@ impl Memory {
             }
             self.recommendations.clear();
             self.started_at = None;
+            self.idle_since = None;
+            for history in &mut self.gate_samples {
+                history.clear();
+            }
         }
         self.started_at.get_or_insert(now);
         for (i, dim) in policy.dimensions.iter().enumerate() {
             let reading = readings.get(i).cloned().unwrap_or(Reading::Missing(Missing::NoData));
-            let needed = reading.value().map(|v| needed_replicas(dim, v, current.of(dim.workload)));
+            let value = reading.value();
+            let needed = value.map(|v| needed_replicas(dim, v, current.of(dim.workload)));
             self.last_missing[i] = match reading {
                 Reading::Missing(m) => Some(m),
                 Reading::Value(_) => None,
@@ -320,6 +442,16 @@ impl Memory {
             let history = &mut self.samples[i];
             if history.back().is_some_and(|s| (s.t - now).abs() <= TIME_EPSILON) {
                 history.pop_back();
+            }
+            if policy.activation.as_ref().is_some_and(|a| a.dimension == i) {
+                let threshold = policy.activation.as_ref().map_or(0.0, |a| a.threshold);
+                match value {
+                    Some(v) if v <= threshold => {
+                        self.idle_since.get_or_insert(now);
+                    }
+                    // Demand, or no data: missing data never counts as idle.
+                    _ => self.idle_since = None,
+                }
             }
             history.push_back(Sample { t: now, needed });
             // Keep exactly one sample at or before the window start: it anchors the window.
@@ -338,6 +470,20 @@ impl Memory {
             return;
         }
         self.recommendations.push_back(Recommendation { t: now, replicas: decision.recommended });
+        if decision.not_applied.is_some()
+            && let Some(change) = &mut self.broker_change
+        {
+            change.reported = true;
+        }
+        if applied && decision.desired.brokers != decision.current.brokers {
+            self.broker_change = Some(BrokerChange {
+                since: now,
+                from: decision.current.brokers,
+                to: decision.desired.brokers,
+                running: None,
+                reported: false,
+            });
+        }
         if applied && decision.changes_replicas() {
             self.scale_events.push_back(ScaleEvent {
                 t: now,
@@ -345,13 +491,50 @@ impl Memory {
                 workers_delta: i64::from(decision.desired.workers) - i64::from(decision.current.workers),
             });
         }
-        let keep_recs = policy.scale_up.stabilization_secs.max(policy.scale_down.stabilization_secs);
+        let keep_recs = policy.longest_stabilization();
         while self.recommendations.front().is_some_and(|r| r.t < now - keep_recs - TIME_EPSILON) {
             self.recommendations.pop_front();
         }
-        let keep_events = policy.scale_up.period_secs.max(policy.scale_down.period_secs);
+        let keep_events = policy.longest_step_period();
         while self.scale_events.front().is_some_and(|e| e.t < now - keep_events - TIME_EPSILON) {
             self.scale_events.pop_front();
+        }
+    }
+
+    /// Record the scale-down gates' values at `now`, in the order of [`Policy::gates`] (a gate
+    /// without a reading has no data, which blocks).
+    pub fn observe_gates(&mut self, policy: &Policy, now: f64, readings: &[Reading]) {
+        let names_match = self.gate_names.len() == policy.gates.len()
+            && self.gate_names.iter().zip(&policy.gates).all(|(n, g)| *n == g.name);
+        if !names_match || self.gate_samples.len() != policy.gates.len() {
+            self.gate_names = policy.gates.iter().map(|g| g.name.clone()).collect();
+            self.gate_samples = vec![VecDeque::new(); policy.gates.len()];
+        }
+        self.gate_values.resize(policy.gates.len(), None);
+        if !now.is_finite() {
+            return;
+        }
+        for (i, gate) in policy.gates.iter().enumerate() {
+            let value = readings.get(i).and_then(Reading::value);
+            self.gate_values[i] = value;
+            let ok = value.is_some_and(|v| v <= gate.max);
+            let history = &mut self.gate_samples[i];
+            if history.back().is_some_and(|s| s.t > now - TIME_EPSILON) {
+                history.pop_back();
+            }
+            traffic::push(history, now, ok, gate.hold_secs + policy.interval_secs);
+        }
+    }
+
+    /// Record the brokers the target reports running (`/scale` status.replicas; None when the
+    /// target does not say). A change in flight is done once the target runs what was asked.
+    pub fn observe_brokers_running(&mut self, running: Option<u32>) {
+        if let Some(change) = &mut self.broker_change {
+            change.running = running;
+            // A kind whose /scale reports no status cannot be followed: its change counts as done.
+            if running.is_none_or(|r| r == change.to) {
+                self.broker_change = None;
+            }
         }
     }
 
@@ -374,9 +557,41 @@ fn needed_replicas(dim: &DimensionPolicy, value: f64, current: u32) -> f64 {
     if needed.is_finite() { needed.clamp(0.0, NEEDED_CEILING) } else { NEEDED_CEILING }
 }
 
-/// Record `readings`, decide, and remember the decision as applied. The simulator's loop.
+/// Record `readings`, decide, and remember the decision as applied. The simulator's loop, for a
+/// plan without scale-down gates and targets that carry out every change at once.
 pub fn step(policy: &Policy, memory: &mut Memory, now: f64, readings: &[Reading], current: Replicas) -> Decision {
-    memory.observe(policy, now, readings, current);
+    step_observed(
+        policy,
+        memory,
+        now,
+        &Observation { readings, gates: &[], brokers_running: Some(current.brokers) },
+        current,
+    )
+}
+
+/// What one evaluation reads besides the replicas: the dimensions, the scale-down gates (in
+/// [`Policy::gates`] order) and the brokers the target runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Observation<'a> {
+    /// One reading per dimension, in plan order.
+    pub readings: &'a [Reading],
+    /// One reading per scale-down gate.
+    pub gates: &'a [Reading],
+    /// The brokers' `/scale` status.replicas, when the target reports it.
+    pub brokers_running: Option<u32>,
+}
+
+/// Record an observation, decide, and remember the decision as applied.
+pub fn step_observed(
+    policy: &Policy,
+    memory: &mut Memory,
+    now: f64,
+    observation: &Observation<'_>,
+    current: Replicas,
+) -> Decision {
+    memory.observe(policy, now, observation.readings, current);
+    memory.observe_gates(policy, now, observation.gates);
+    memory.observe_brokers_running(observation.brokers_running);
     let decision = decide(policy, memory, now, current);
     memory.record(policy, &decision, true);
     decision
@@ -389,10 +604,10 @@ struct Standing {
     held_down: f64,
 }
 
-fn standing(history: &VecDeque<Sample>, dim: &DimensionPolicy, now: f64, capacity: f64) -> Option<Standing> {
+fn standing(history: &VecDeque<Sample>, window: f64, now: f64, capacity: f64) -> Option<Standing> {
     let latest = history.back().filter(|s| (s.t - now).abs() <= TIME_EPSILON)?;
     let latest_needed = latest.needed?;
-    let window_start = now - dim.sustain_secs;
+    let window_start = now - window;
     let mut covered = false;
     let mut gap = false;
     let (mut lo, mut hi) = (latest_needed, latest_needed);
@@ -447,7 +662,9 @@ pub fn decide(policy: &Policy, memory: &Memory, now: f64, current: Replicas) -> 
     for (i, dim) in policy.dimensions.iter().enumerate() {
         let capacity = f64::from(current.of(dim.workload).max(1));
         let history = memory.samples.get(i);
-        let st = history.and_then(|h| standing(h, dim, now, capacity));
+        let st = history.and_then(|h| standing(h, dim.sustain_secs, now, capacity));
+        let ceiling_held =
+            history.and_then(|h| standing(h, dim.ceiling_secs.min(dim.sustain_secs), now, capacity)).map(|s| s.held_up);
         let value =
             history.and_then(|h| h.back()).filter(|s| (s.t - now).abs() <= TIME_EPSILON).and_then(|s| s.needed).map(
                 |needed| match dim.kind {
@@ -473,6 +690,7 @@ pub fn decide(policy: &Policy, memory: &Memory, now: f64, current: Replicas) -> 
             sustained_ratio: st.as_ref().map(|s| if s.ratio >= 1.0 { s.held_up } else { s.held_down }),
             held_up: st.as_ref().map(|s| s.held_up),
             held_down: st.as_ref().map(|s| s.held_down),
+            ceiling_held: ceiling_held.filter(|_| dim.ceiling.is_some()),
             contribution: None,
             missing,
         });
@@ -503,6 +721,11 @@ pub fn decide(policy: &Policy, memory: &Memory, now: f64, current: Replicas) -> 
         dimensions: breakdown,
         reason: String::new(),
         limited: None,
+        ceilings: Vec::new(),
+        blocked: Vec::new(),
+        broker_change: None,
+        stuck_change: None,
+        not_applied: None,
     };
 
     let missing_note = || d_missing(&missing_names, &policy.dimensions, memory);
@@ -552,75 +775,206 @@ pub fn decide(policy: &Policy, memory: &Memory, now: f64, current: Replicas) -> 
     };
     let down_allowed = complete || matches!(policy.missing, MissingPolicy::Renormalize { allow_scale_down: true });
 
-    // 1. Recommendation from the held scores.
+    // A broker change in flight, and one the target did not carry out within the timeout.
+    let change = memory.broker_change.filter(|c| c.to == current.brokers);
+    let timed_out = change.is_some_and(|c| now - c.since + TIME_EPSILON >= policy.broker_change_timeout_secs);
+    let in_flight = change.filter(|_| !timed_out);
+    let stuck = change.filter(|_| timed_out);
+    d.broker_change = in_flight;
+    d.stuck_change = stuck;
+    d.not_applied = stuck.filter(|c| !c.reported);
+    // Plan from the brokers the target runs when it did not carry out the last change.
+    let plan_from =
+        Replicas { brokers: stuck.and_then(|c| c.running).unwrap_or(current.brokers), workers: current.workers };
+
+    // 1. Recommendation per workload, from the held scores of the dimensions it follows.
     let up_trigger = policy.up_trigger();
     let down_trigger = policy.down_trigger();
-    let mut rec = current;
     let mut wants = Direction::None;
-    if held_up > up_trigger {
-        // The excursion has been held for its windows, so it is real; the step is sized by the
-        // score now (never below the held score), so a ramp is followed rather than trailed by
-        // the length of the window.
-        let factor = score.max(held_up) / policy.scale_up_threshold;
-        rec = Replicas {
-            brokers: scaled(current.brokers, factor).max(current.brokers),
-            workers: scaled(current.workers, factor).max(current.workers),
+    let mut rec = plan_from;
+    let mut sized = plan_from;
+    for role in [WorkloadRole::Brokers, WorkloadRole::Workers] {
+        let Some((w_score, w_up, w_down)) = workload_scores(policy, &d.dimensions, role) else { continue };
+        let cur = plan_from.of(role);
+        let (target, unbounded, dir) = if w_up > up_trigger {
+            let factor = w_score.max(w_up) / policy.scale_up_threshold;
+            (scaled(cur, factor).max(cur), scaled(cur, factor), Direction::Up)
+        } else if w_down < down_trigger && down_allowed {
+            let factor = w_down / policy.scale_down_threshold;
+            // Never below what keeps each of the workload's dimensions under its ceiling: a
+            // scale-down the ceiling would undo at once is flapping.
+            let floor = d
+                .dimensions
+                .iter()
+                .zip(&policy.dimensions)
+                .filter(|(_, dim)| dim.workload == role)
+                .filter_map(|(b, dim)| Some(scaled(cur, b.held_down? / dim.ceiling?)))
+                .max()
+                .unwrap_or(0);
+            (scaled(cur, factor).max(floor).min(cur), scaled(cur, factor).max(floor), Direction::Down)
+        } else {
+            (cur, cur, Direction::None)
         };
+        set(&mut rec, role, target);
+        set(&mut sized, role, unbounded);
+        if dir == Direction::Up || (dir == Direction::Down && wants == Direction::None) {
+            wants = dir;
+        }
+    }
+
+    // 2. Ceilings: a dimension held above its ceiling forces its workload up to the replicas
+    //    that bring it back to target, whatever the weighted score says.
+    for (b, dim) in d.dimensions.iter().zip(&policy.dimensions) {
+        let (Some(ceiling), Some(held), Some(now_ratio)) = (dim.ceiling, b.ceiling_held, b.ratio) else { continue };
+        if held <= ceiling {
+            continue;
+        }
+        let cur = plan_from.of(dim.workload);
+        let needed = scaled(cur, now_ratio.max(held)).max(cur);
+        d.ceilings.push(CeilingBreach {
+            dimension: dim.name.clone(),
+            ratio: held,
+            ceiling,
+            workload: dim.workload,
+            replicas: needed,
+        });
+        if needed > rec.of(dim.workload) {
+            set(&mut rec, dim.workload, needed);
+            set(&mut sized, dim.workload, needed);
+        }
         wants = Direction::Up;
-    } else if held_down < down_trigger && down_allowed {
-        let factor = held_down / policy.scale_down_threshold;
-        rec = Replicas {
-            brokers: scaled(current.brokers, factor).min(current.brokers),
-            workers: scaled(current.workers, factor).min(current.workers),
-        };
-        wants = Direction::Down;
     }
     if let Some(k) = policy.max_workers_per_broker {
-        rec.brokers = rec.brokers.max(rec.workers.div_ceil(k));
+        let bound = policy.workers.clamp(rec.workers).div_ceil(k);
+        // With brokers on their own signals and no broker dimension, the bound sizes them (but
+        // never lowers them when a scale-down is not allowed, e.g. with data missing).
+        let own = policy.dimensions.iter().any(|d| d.workload == WorkloadRole::Brokers);
+        rec.brokers = if policy.brokers_follow == BrokersFollow::BrokerDimensions && !own {
+            if down_allowed { bound } else { bound.max(plan_from.brokers) }
+        } else {
+            rec.brokers.max(bound)
+        };
     }
     let rec = Replicas { brokers: policy.brokers.clamp(rec.brokers), workers: policy.workers.clamp(rec.workers) };
     d.recommended = rec;
 
-    // 2. Stabilization, 3. step limits, 4. bounds — per workload.
+    // 3. Stabilization, step limits, bounds — per workload, with its own behavior.
     let mut limits = Vec::new();
-    let down_window_seen =
-        memory.started_at.is_some_and(|s| now - s + TIME_EPSILON >= policy.scale_down.stabilization_secs);
-    let mut desired = Replicas { brokers: 0, workers: 0 };
+    let down_window_seen = |role: WorkloadRole| {
+        let (_, down) = policy.rules(role);
+        memory.started_at.is_some_and(|s| now - s + TIME_EPSILON >= down.stabilization_secs)
+    };
+    let mut desired = plan_from;
     for role in [WorkloadRole::Brokers, WorkloadRole::Workers] {
         let (cur, target, bounds) = match role {
-            WorkloadRole::Brokers => (current.brokers, rec.brokers, policy.brokers),
-            WorkloadRole::Workers => (current.workers, rec.workers, policy.workers),
+            WorkloadRole::Brokers => (plan_from.brokers, rec.brokers, policy.brokers),
+            WorkloadRole::Workers => (plan_from.workers, rec.workers, policy.workers),
         };
-        let stabilized = stabilize(policy, memory, now, role, cur, target, down_window_seen);
+        let stabilized = stabilize(policy, memory, now, role, cur, target, down_window_seen(role));
         let limited = rate_limit(policy, memory, now, role, cur, stabilized);
         let bounded = bounds.clamp(limited);
         if limited != stabilized && stabilized != cur {
-            let rules = if stabilized > cur { &policy.scale_up } else { &policy.scale_down };
+            let (up, down) = policy.rules(role);
+            let rules = if stabilized > cur { up } else { down };
             limits.push(format!(
                 "{} held to {limited} by the step limit ({}) instead of {stabilized}",
                 role_name(role),
                 step_text(rules)
             ));
         }
-        let unbounded = if wants == Direction::Up {
-            scaled(cur, score.max(held_up) / policy.scale_up_threshold)
-        } else if wants == Direction::Down {
-            scaled(cur, held_down / policy.scale_down_threshold)
-        } else {
-            cur
-        };
+        let unbounded = sized.of(role);
         if unbounded > bounds.max && bounded == bounds.max {
             limits.push(format!("{} at maxReplicas {} (wanted {unbounded})", role_name(role), bounds.max));
         }
-        match role {
-            WorkloadRole::Brokers => desired.brokers = bounded,
-            WorkloadRole::Workers => desired.workers = bounded,
+        set(&mut desired, role, bounded);
+    }
+
+    // 4. Workers to zero: at zero only the activation dimension wakes them; idle long enough,
+    //    they go to zero.
+    if let Some(a) = &policy.activation {
+        let value = d.dimensions.get(a.dimension).and_then(|b| b.value);
+        if current.workers == 0 {
+            desired.workers = match value {
+                Some(v) if v > a.threshold => {
+                    let demand = policy.dimensions.get(a.dimension).map_or(0.0, |dim| v / dim.target);
+                    let need = scaled(1, demand / policy.scale_up_threshold);
+                    policy.workers.clamp(need.max(a.min_active))
+                }
+                _ => 0,
+            };
+            if desired.workers > 0 {
+                limits.push(format!(
+                    "workers woken from zero: {} {} above the activation threshold {}",
+                    policy.dimensions[a.dimension].name,
+                    value.unwrap_or_default(),
+                    a.threshold
+                ));
+            }
+        } else if memory.idle_since.is_some_and(|t| now - t + TIME_EPSILON >= a.idle_secs) && d.ceilings.is_empty() {
+            desired.workers = 0;
         }
     }
+
+    // 5. Scale-down gates: nothing is removed from a workload while one of its gates blocks.
+    for role in [WorkloadRole::Brokers, WorkloadRole::Workers] {
+        let cur = plan_from.of(role);
+        if desired.of(role) >= cur {
+            continue;
+        }
+        let blocks: Vec<GateBlock> = policy
+            .gates
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| g.workload == role)
+            .filter(|(i, g)| !memory.gate_samples.get(*i).is_some_and(|h| traffic::held(h, now, g.hold_secs, true)))
+            .map(|(i, g)| GateBlock {
+                gate: g.name.clone(),
+                workload: role,
+                value: memory.gate_values.get(i).copied().flatten(),
+                max: g.max,
+                hold_secs: g.hold_secs,
+            })
+            .collect();
+        if !blocks.is_empty() {
+            limits.extend(blocks.iter().map(ToString::to_string));
+            set(&mut desired, role, cur);
+            d.blocked.extend(blocks);
+        }
+    }
+
+    // 6. One broker change in flight; a change the target did not carry out is not pushed
+    //    further (scale-up past what runs is still allowed).
+    if let Some(c) = in_flight {
+        if desired.brokers != current.brokers {
+            limits.push(format!(
+                "brokers held at {}: the change {}→{} is in flight until the target runs {} (timeout {})",
+                current.brokers,
+                c.from,
+                c.to,
+                c.to,
+                secs_text(policy.broker_change_timeout_secs)
+            ));
+        }
+        desired.brokers = current.brokers;
+    } else if let Some(c) = stuck {
+        if desired.brokers <= plan_from.brokers {
+            desired.brokers = current.brokers;
+        }
+        {
+            limits.push(format!(
+                "the broker change {}→{} was not carried out within {} (the target runs {}); not pushed further",
+                c.from,
+                c.to,
+                secs_text(policy.broker_change_timeout_secs),
+                c.running.map_or("an unknown number".to_string(), |r| r.to_string())
+            ));
+        }
+    }
+
     if let Some(k) = policy.max_workers_per_broker {
         let cap = desired.brokers.saturating_mul(k);
         if desired.workers > cap {
-            let capped = cap.max(current.workers.min(desired.workers)).max(policy.workers.min);
+            let capped = cap.max(current.workers.min(desired.workers)).max(policy.workers.min.min(desired.workers));
             limits.push(format!(
                 "workers held to {capped} by maxWorkersPerBroker {k} with {} brokers (wanted {})",
                 desired.brokers, desired.workers
@@ -639,9 +993,57 @@ pub fn decide(policy: &Policy, memory: &Memory, now: f64, current: Replicas) -> 
     } else {
         Action::Hold
     };
-    d.reason =
-        explain(policy, &d, wants, score, held_up, held_down, complete, &missing_names, memory, down_window_seen);
+    d.reason = explain(
+        policy,
+        &d,
+        wants,
+        score,
+        held_up,
+        held_down,
+        complete,
+        &missing_names,
+        memory,
+        down_window_seen(WorkloadRole::Workers),
+    );
     d
+}
+
+fn set(r: &mut Replicas, role: WorkloadRole, n: u32) {
+    match role {
+        WorkloadRole::Brokers => r.brokers = n,
+        WorkloadRole::Workers => r.workers = n,
+    }
+}
+
+/// The (score now, held-up, held-down) a workload follows: for brokers on their own signals
+/// the dimensions counted in brokers (None without any: only the bound moves them); for workers
+/// the dimensions counted in workers when brokers have their own, else every dimension.
+fn workload_scores(policy: &Policy, dims: &[DimensionBreakdown], role: WorkloadRole) -> Option<(f64, f64, f64)> {
+    let own_signals = policy.brokers_follow == BrokersFollow::BrokerDimensions;
+    let has = |r: WorkloadRole| policy.dimensions.iter().any(|d| d.workload == r);
+    let counts = |dim: &DimensionPolicy| -> bool {
+        if !own_signals {
+            return true;
+        }
+        match role {
+            WorkloadRole::Brokers => dim.workload == WorkloadRole::Brokers,
+            WorkloadRole::Workers => !has(WorkloadRole::Workers) || dim.workload == WorkloadRole::Workers,
+        }
+    };
+    let mut now_parts = Vec::new();
+    let mut up_parts = Vec::new();
+    let mut down_parts = Vec::new();
+    for (b, dim) in dims.iter().zip(&policy.dimensions) {
+        if !counts(dim) {
+            continue;
+        }
+        if let (Some(r), Some(u), Some(dn)) = (b.ratio, b.held_up, b.held_down) {
+            now_parts.push((dim.weight, r));
+            up_parts.push((dim.weight, u));
+            down_parts.push((dim.weight, dn));
+        }
+    }
+    Some((combine(policy, &now_parts)?, combine(policy, &up_parts)?, combine(policy, &down_parts)?))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -669,16 +1071,15 @@ fn stabilize(
     recommended: u32,
     down_window_seen: bool,
 ) -> u32 {
+    let (up_rules, down_rules) = policy.rules(role);
     let mut up = recommended;
     let mut down = recommended;
     for r in &memory.recommendations {
         let past = r.replicas.of(role);
-        if policy.scale_up.stabilization_secs > 0.0 && r.t >= now - policy.scale_up.stabilization_secs - TIME_EPSILON {
+        if up_rules.stabilization_secs > 0.0 && r.t >= now - up_rules.stabilization_secs - TIME_EPSILON {
             up = up.min(past);
         }
-        if policy.scale_down.stabilization_secs > 0.0
-            && r.t >= now - policy.scale_down.stabilization_secs - TIME_EPSILON
-        {
+        if down_rules.stabilization_secs > 0.0 && r.t >= now - down_rules.stabilization_secs - TIME_EPSILON {
             down = down.max(past);
         }
     }
@@ -701,8 +1102,9 @@ fn rate_limit(policy: &Policy, memory: &Memory, now: f64, role: WorkloadRole, cu
         WorkloadRole::Brokers => e.brokers_delta,
         WorkloadRole::Workers => e.workers_delta,
     };
+    let (up_rules, down_rules) = policy.rules(role);
     if desired > current {
-        let rules = &policy.scale_up;
+        let rules = up_rules;
         if rules.select == SelectPolicy::Disabled {
             return current;
         }
@@ -724,7 +1126,7 @@ fn rate_limit(policy: &Policy, memory: &Memory, now: f64, role: WorkloadRole, cu
         let limit = select(rules.select, &limits, true).unwrap_or(REPLICA_CEILING);
         (f64::from(desired).min(limit).clamp(0.0, REPLICA_CEILING) as u32).max(current)
     } else if desired < current {
-        let rules = &policy.scale_down;
+        let rules = down_rules;
         if rules.select == SelectPolicy::Disabled {
             return current;
         }
@@ -846,7 +1248,77 @@ fn explain(
             .join(", ")
     };
     let band = format!("{:.2}–{:.2}", policy.down_trigger(), policy.up_trigger());
+    let activation = policy.activation.as_ref().and_then(|a| Some((a, policy.dimensions.get(a.dimension)?)));
+    let breaches = d
+        .ceilings
+        .iter()
+        .map(|c| {
+            format!(
+                "{} held at {:.2}× is above its ceiling {:.2} ({} ≥ {})",
+                c.dimension,
+                c.ratio,
+                c.ceiling,
+                role_name(c.workload),
+                c.replicas
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
     match (wants, d.action) {
+        _ if d.current.workers == 0 && d.desired.workers > 0 && activation.is_some() => {
+            let (a, dim) = activation.expect("checked");
+            let value = d.dimensions.get(a.dimension).and_then(|b| b.value).unwrap_or_default();
+            let _ = write!(
+                out,
+                "Activation: {} {value} is above {}: workers woken from zero, {}.",
+                dim.name,
+                a.threshold,
+                change_text(d.current, d.desired)
+            );
+        }
+        _ if d.current.workers > 0 && d.desired.workers == 0 && activation.is_some() => {
+            let (a, dim) = activation.expect("checked");
+            let _ = write!(
+                out,
+                "Activation: {} at or below {} for {}: workers to zero, {}.",
+                dim.name,
+                a.threshold,
+                secs_text(a.idle_secs),
+                change_text(d.current, d.desired)
+            );
+        }
+        _ if d.current.workers == 0 && activation.is_some() => {
+            let (a, dim) = activation.expect("checked");
+            let _ =
+                write!(out, "Workers at zero: only {} above {} wakes them; nothing to change.", dim.name, a.threshold);
+        }
+        (Direction::Up, Action::ScaleUp) if !d.ceilings.is_empty() && held_up <= policy.up_trigger() => {
+            let _ = write!(
+                out,
+                "Score {score:.2} (held {held_up:.2}) is not above {:.2}, but {breaches}: {}.",
+                policy.up_trigger(),
+                change_text(d.current, d.desired)
+            );
+        }
+        (Direction::Up, Action::ScaleUp) if held_up <= policy.up_trigger() => {
+            let _ = write!(
+                out,
+                "Broker dimensions held above {:.2} ({}): {}.",
+                policy.up_trigger(),
+                d.dimensions
+                    .iter()
+                    .zip(&policy.dimensions)
+                    .filter(|(_, p)| p.workload == WorkloadRole::Brokers)
+                    .filter_map(|(b, p)| b.held_up.map(|r| format!(
+                        "{} {r:.2}× over {}",
+                        b.name,
+                        secs_text(p.sustain_secs)
+                    )))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                change_text(d.current, d.desired)
+            );
+        }
         (Direction::Up, Action::ScaleUp) => {
             let _ = write!(
                 out,
@@ -922,8 +1394,19 @@ fn explain(
             d_missing(missing_names, &policy.dimensions, memory)
         );
     }
+    if d.desired.brokers != d.current.brokers && policy.broker_change_timeout_secs.is_finite() {
+        let _ = write!(
+            out,
+            " No other broker change until the target runs {} brokers (or {} pass).",
+            d.desired.brokers,
+            secs_text(policy.broker_change_timeout_secs)
+        );
+    }
+    if !d.ceilings.is_empty() && !out.contains("ceiling") {
+        let _ = write!(out, " Ceiling: {breaches}.");
+    }
     if let Some(l) = &d.limited
-        && d.action != Action::Hold
+        && (d.action != Action::Hold || !d.blocked.is_empty() || d.broker_change.is_some() || d.not_applied.is_some())
     {
         let _ = write!(out, " Limited: {l}.");
     }

@@ -54,6 +54,11 @@ pub enum EventReason {
     SurvivorsRestored,
     /// Restoring raised workers failed (Warning).
     SurvivorsNotRestored,
+    /// A scale-down gate kept replicas from being removed; the note names the gate, its value
+    /// and its limit.
+    ScaleDownBlocked,
+    /// The target did not carry out a broker change within `brokerChangeTimeout` (Warning).
+    ScaleNotApplied,
 }
 
 impl EventReason {
@@ -83,6 +88,8 @@ impl EventReason {
             EventReason::TrafficNotShifted => "TrafficNotShifted",
             EventReason::SurvivorsRestored => "SurvivorsRestored",
             EventReason::SurvivorsNotRestored => "SurvivorsNotRestored",
+            EventReason::ScaleDownBlocked => "ScaleDownBlocked",
+            EventReason::ScaleNotApplied => "ScaleNotApplied",
         }
     }
 
@@ -102,6 +109,7 @@ impl EventReason {
                 | EventReason::SurvivorsNotScaled
                 | EventReason::TrafficNotShifted
                 | EventReason::SurvivorsNotRestored
+                | EventReason::ScaleNotApplied
         )
     }
 }

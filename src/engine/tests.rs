@@ -11,6 +11,16 @@ fn orders_policy() -> Policy {
     Policy::from_spec(&plan.spec)
 }
 
+/// The orders plan with every ceiling held for its dimension's whole window (the default
+/// `ceilingFor`): the sustain-window promises hold for it.
+fn orders_policy_with_full_ceiling_windows() -> Policy {
+    let mut p = orders_policy();
+    for d in &mut p.dimensions {
+        d.ceiling_secs = d.sustain_secs;
+    }
+    p
+}
+
 fn at_min() -> Replicas {
     Replicas { brokers: 3, workers: 12 }
 }
@@ -72,11 +82,15 @@ fn flash_sale_scales_up_when_the_longest_involved_window_is_held() {
     });
     let up = first_action(&ds, Action::ScaleUp).expect("scales up");
     assert_eq!(up.time, 120.0, "business 'for' is 2m");
-    // score = 0.4 × 20000/(700×12) + 0.35 + 0.25 = 1.552 → workers ceil(12 × 1.552) = 19,
-    // brokers ceil(3 × 1.552) = 5 (≥ ceil(19 / 5) = 4).
-    assert_eq!(up.desired, Replicas { brokers: 5, workers: 19 });
+    // score = 0.4 × 20000/(700×12) + 0.35 + 0.25 = 1.552 → workers ceil(12 × 1.552) = 19; but
+    // business (ceiling 1.0 in the example) asks for ceil(12 × 2.38) = 29, held to 24 by the
+    // step limit (100 % of 12). Brokers have no dimension of their own: the bound sizes them,
+    // ceil(29 / 5) = 6.
+    assert_eq!(up.desired, Replicas { brokers: 6, workers: 24 });
     assert!(up.reason.contains("business 2.38× over 2m"), "{}", up.reason);
-    assert!(up.reason.contains("workers 12→19"), "{}", up.reason);
+    assert!(up.reason.contains("workers 12→24"), "{}", up.reason);
+    assert!(up.reason.contains("business held at 2.38× is above its ceiling 1.00"), "{}", up.reason);
+    assert_eq!(up.ceilings[0].replicas, 29);
 }
 
 #[test]
@@ -105,7 +119,7 @@ fn demand_settles_instead_of_ratcheting_to_max() {
 
 #[test]
 fn short_spike_does_not_scale() {
-    let p = orders_policy();
+    let p = orders_policy_with_full_ceiling_windows();
     let ds = run(&p, at_min(), 60, |t, cur| {
         let f = if (300.0..390.0).contains(&t) { 5.0 } else { 1.0 };
         readings_at(&p, &[f, f, f], cur)
@@ -126,9 +140,12 @@ fn scale_down_waits_for_the_stabilization_window_and_step_limit() {
     // The dimension windows (max held over 2m/3m/5m) and the 5m stabilization both delay it.
     assert!(down.time >= 600.0 + 300.0, "scaled down at {}", down.time);
     // Business is held low after its 2m window (the others still neutral): score
-    // 0.4 × 0.3 + 0.35 + 0.25 = 0.72 → ceil(40 × 0.72) = 29, recommended at 12:00 and
-    // applied once that recommendation has stood for the 5m window.
-    assert_eq!(down.desired.workers, 29, "{}", down.reason);
+    // 0.4 × 0.3 + 0.35 + 0.25 = 0.72 → ceil(40 × 0.72) = 29, recommended at 12:00; but
+    // experience's window is not held yet (neutral 1.0) and its ceiling is 1.2, so no fewer
+    // than ceil(40 ÷ 1.2) = 34 — the recommendation applied once it has stood for the 5m
+    // window. Brokers, sized by the bound, go one at a time.
+    assert_eq!(down.desired.workers, 34, "{}", down.reason);
+    assert_eq!(down.desired.brokers, 7, "{}", down.reason);
     assert_eq!(down.time, 600.0 + 120.0 + 300.0);
     assert!(down.reason.contains("5m scale-down stabilization"), "{}", down.reason);
     // 50 % per minute at most, and it ends at the minimum.
@@ -317,7 +334,7 @@ fn start_replicas() -> impl Strategy<Value = Replicas> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
-    /// 1. A spike shorter than every window never scales up.
+    /// 1. A spike shorter than every window (sustain windows and ceilingFor) never scales up.
     #[test]
     fn spike_shorter_than_every_window_never_scales_up(
         base in prop::collection::vec(0.3..1.0f64, 3),
@@ -325,7 +342,7 @@ proptest! {
         spike_steps in 1usize..8, // < 2m at 15 s
         start in start_replicas(),
     ) {
-        let p = orders_policy();
+        let p = orders_policy_with_full_ceiling_windows();
         let spike_start = 40.0 * INTERVAL;
         let spike_end = spike_start + spike_steps as f64 * INTERVAL;
         let ds = run(&p, start, 80, |t, cur| {
@@ -416,10 +433,14 @@ proptest! {
         prop_assert!(d_high.desired.brokers >= d_low.desired.brokers);
     }
 
-    /// 6. ±5 % around target never acts.
+    /// 6. ±5 % around target never acts (business, whose ceiling is 1.0 in the example, is a
+    ///    trigger of its own at target: it oscillates at or under it).
     #[test]
-    fn oscillation_inside_tolerance_never_acts(noise in prop::collection::vec(prop::collection::vec(0.95..1.05f64, 3), 1..200), start in start_replicas()) {
+    fn oscillation_inside_tolerance_never_acts(noise in prop::collection::vec((0.95..1.0f64, 0.95..1.05f64, 0.95..1.05f64).prop_map(|(a, b, c)| vec![a, b, c]), 1..200), start in start_replicas()) {
         let p = orders_policy();
+        // Brokers without dimensions of their own are sized by the workers-per-broker bound: a
+        // surplus of brokers is not "at target".
+        let start = Replicas { brokers: start.workers.div_ceil(5).max(3), ..start };
         let mut i = 0;
         let ds = run(&p, start, noise.len(), |_, cur| { let r = readings_at(&p, &noise[i], cur); i += 1; r });
         prop_assert!(ds.iter().all(|d| d.action == Action::Hold));
@@ -456,7 +477,10 @@ proptest! {
 
 #[test]
 fn a_short_pause_in_observations_keeps_held_windows_and_a_long_one_starts_over() {
-    let p = orders_policy();
+    let mut p = orders_policy();
+    for d in &mut p.dimensions {
+        d.ceiling = None;
+    }
     // Only experience (5m window) is over target.
     let over = |cur: Replicas| readings_at(&p, &[1.0, 1.0, 2.0], cur);
     let cur = at_min();
@@ -494,4 +518,338 @@ fn memory_round_trips_through_json() {
     let (mut a, mut b) = (memory.clone(), back);
     assert_eq!(step(&p, &mut a, now, &r, at_min()).desired, step(&p, &mut b, now, &r, at_min()).desired);
     assert!(json.len() < 4096, "memory is compact: {} bytes", json.len());
+}
+
+// ---------- messaging-aware scaling ----------
+
+/// The Kafka example: lag counted in workers; bytes-in and request-handlers in brokers; gates on
+/// under-replicated partitions and reassignment; brokers on their own signals.
+fn kafka_policy() -> Policy {
+    let plan =
+        crate::plan::parse(include_str!("../../examples/kafka-strimzi-plan.yaml")).expect("example plan is valid");
+    Policy::from_spec(&plan.spec)
+}
+
+/// A plan with workers to zero: the orders plan with `minReplicas: 0` and activation on business.
+fn to_zero_policy() -> Policy {
+    let mut p = orders_policy();
+    p.activation = Some(ActivationPolicy { dimension: 0, threshold: 10.0, idle_secs: 300.0, min_active: 2 });
+    p.workers = Bounds { min: 2, max: 60 };
+    p.max_workers_per_broker = Some(5);
+    p
+}
+
+fn gate_readings(values: &[Option<f64>]) -> Vec<Reading> {
+    values.iter().map(|v| v.map_or(Reading::Missing(Missing::NoData), Reading::Value)).collect()
+}
+
+#[test]
+fn a_ceiling_forces_a_scale_up_the_weighted_score_would_hide() {
+    // Experience alone at 1.6×: the score is 0.4 × 0.9 + 0.35 × 0.9 + 0.25 × 1.6 = 1.075, inside
+    // the band; experience's ceiling (1.2 for 30 s in the example) forces workers to bring it
+    // back to target.
+    let p = orders_policy();
+    let ds = run(&p, at_min(), 30, |_, cur| readings_at(&p, &[0.9, 0.9, 1.6], cur));
+    assert!(ds.iter().all(|d| d.score.unwrap() < p.up_trigger()), "the score never triggers");
+    let up = first_action(&ds, Action::ScaleUp).expect("the ceiling scales up");
+    assert_eq!(up.time, 30.0, "once held for experience's ceilingFor");
+    assert_eq!(up.ceilings.len(), 1);
+    assert_eq!(up.ceilings[0].dimension, "experience");
+    assert_eq!(up.desired.workers, 20, "ceil(12 × 1.6): experience back to target");
+    assert!(up.reason.contains("experience held at 1.60× is above its ceiling 1.20"), "{}", up.reason);
+    // With the default ceilingFor (the whole 5m window) and the default ceiling 1.5.
+    let mut p = orders_policy_with_full_ceiling_windows();
+    p.dimensions[2].ceiling = Some(crate::crd::DEFAULT_CEILING);
+    let ds = run(&p, at_min(), 30, |_, cur| readings_at(&p, &[0.9, 0.9, 1.6], cur));
+    let up = first_action(&ds, Action::ScaleUp).expect("the default ceiling scales up");
+    assert_eq!(up.time, 300.0, "once experience's 5m window is held");
+}
+
+#[test]
+fn eight_and_a_half_thousand_orders_held_two_minutes_at_twelve_workers_scale_up() {
+    // The seed's headline: 8,500/min is 1.01× of 12 × 700, inside the tolerance for the score;
+    // business carries ceiling 1.0 in the example plan, so holding it for 2m scales up.
+    let p = orders_policy();
+    let ds = run(&p, at_min(), 12, |_, cur| {
+        let mut r = readings_at(&p, &[1.0, 1.0, 1.0], cur);
+        r[0] = Reading::Value(8_500.0);
+        r
+    });
+    let up = first_action(&ds, Action::ScaleUp).expect("scales up");
+    assert_eq!(up.time, 120.0);
+    assert_eq!(up.desired.workers, 13);
+    assert!(up.reason.contains("business"), "{}", up.reason);
+}
+
+#[test]
+fn brokers_follow_their_own_dimensions_not_consumer_lag() {
+    // Lag (workers) far over target, broker dimensions at target: workers grow, brokers only as
+    // far as maxWorkersPerBroker needs.
+    let p = kafka_policy();
+    let start = Replicas { brokers: 6, workers: 8 };
+    let gates_ok = [Some(0.0), Some(0.0)];
+    let mut memory = Memory::default();
+    let mut current = start;
+    for i in 0..40 {
+        let t = f64::from(i) * 30.0;
+        let readings = readings_at(&p, &[3.0, 1.0, 1.0], current);
+        let g = gate_readings(&gates_ok);
+        let obs = Observation { readings: &readings, gates: &g, brokers_running: Some(current.brokers) };
+        let d = step_observed(&p, &mut memory, t, &obs, current);
+        assert_eq!(d.desired.brokers, current.brokers.max(d.desired.workers.div_ceil(4)), "{}", d.reason);
+        current = d.desired;
+    }
+    assert_eq!(current.workers, 24, "lag alone grows the consumers to their maximum");
+    assert_eq!(current.brokers, 6, "only the workers-per-broker bound (24 / 4)");
+}
+
+#[test]
+fn brokers_are_removed_one_at_a_time() {
+    // The default for brokers without their own scaleDown, and what the Kafka example says.
+    let orders = orders_policy();
+    assert_eq!((orders.broker_scale_down.max_pods, orders.broker_scale_down.max_percent), (Some(1), None));
+    assert_eq!(orders.scale_down.max_percent, Some(50), "workers keep spec.scaling.scaleDown");
+    let p = kafka_policy();
+    let start = Replicas { brokers: 8, workers: 6 };
+    let mut memory = Memory::default();
+    let mut current = start;
+    let mut broker_steps = Vec::new();
+    for i in 0..200 {
+        let t = f64::from(i) * 30.0;
+        let readings = readings_at(&p, &[0.2, 0.2, 0.2], current);
+        let g = gate_readings(&[Some(0.0), Some(0.0)]);
+        let obs = Observation { readings: &readings, gates: &g, brokers_running: Some(current.brokers) };
+        let d = step_observed(&p, &mut memory, t, &obs, current);
+        if d.desired.brokers != current.brokers {
+            broker_steps.push((current.brokers, d.desired.brokers));
+        }
+        current = d.desired;
+    }
+    assert!(!broker_steps.is_empty(), "brokers come down");
+    assert!(broker_steps.iter().all(|(a, b)| a - b == 1), "{broker_steps:?}");
+    assert_eq!(current.brokers, 3);
+}
+
+#[test]
+fn a_gate_blocks_removal_and_releases_it_when_it_clears() {
+    let p = kafka_policy();
+    let start = Replicas { brokers: 6, workers: 12 };
+    let mut memory = Memory::default();
+    let mut current = start;
+    let mut blocked_seen = false;
+    for i in 0..120 {
+        let t = f64::from(i) * 30.0;
+        // under-replicated partitions: 3 until 40 minutes in, then 0.
+        let urp = if t < 2400.0 { 3.0 } else { 0.0 };
+        let readings = readings_at(&p, &[0.2, 0.2, 0.2], current);
+        let g = gate_readings(&[Some(urp), Some(0.0)]);
+        let obs = Observation { readings: &readings, gates: &g, brokers_running: Some(current.brokers) };
+        let d = step_observed(&p, &mut memory, t, &obs, current);
+        if t < 2400.0 {
+            assert!(d.desired.brokers >= current.brokers, "removed a broker while the gate blocked: {}", d.reason);
+        }
+        if let Some(b) = d.blocked.iter().find(|b| b.workload == WorkloadRole::Brokers)
+            && t < 2400.0
+        {
+            blocked_seen = true;
+            assert_eq!(b.gate, "under-replicated-partitions");
+            assert_eq!(b.value, Some(3.0));
+            assert!(d.limited.as_deref().unwrap().contains("value 3, max 0"), "{:?}", d.limited);
+        }
+        current = d.desired;
+    }
+    assert!(blocked_seen);
+    assert!(current.brokers < 6, "released once the gate held for its window");
+}
+
+#[test]
+fn a_broker_change_waits_for_the_target_and_is_reported_once_when_not_carried_out() {
+    let p = kafka_policy();
+    let start = Replicas { brokers: 6, workers: 6 };
+    let mut memory = Memory::default();
+    let mut current = start;
+    let mut first_change: Option<(f64, u32)> = None;
+    let mut reports = 0;
+    for i in 0..200 {
+        let t = f64::from(i) * 30.0;
+        // The target never carries out a removal: it keeps running 6.
+        let readings = readings_at(&p, &[0.2, 0.2, 0.2], current);
+        let g = gate_readings(&[Some(0.0), Some(0.0)]);
+        let obs = Observation { readings: &readings, gates: &g, brokers_running: Some(6) };
+        let d = step_observed(&p, &mut memory, t, &obs, current);
+        if d.desired.brokers != current.brokers {
+            assert!(first_change.is_none(), "a second broker change at {t}: {}", d.reason);
+            first_change = Some((t, d.desired.brokers));
+        }
+        if d.not_applied.is_some() {
+            reports += 1;
+            let (since, _) = first_change.unwrap();
+            assert!(t - since >= p.broker_change_timeout_secs);
+        }
+        current = d.desired;
+    }
+    assert_eq!(first_change.map(|c| c.1), Some(5));
+    assert_eq!(reports, 1, "reported once");
+    assert_eq!(current.brokers, 5, "not pushed further down");
+}
+
+#[test]
+fn workers_go_to_zero_when_idle_and_wake_on_activation() {
+    let p = to_zero_policy();
+    let mut memory = Memory::default();
+    let mut current = Replicas { brokers: 3, workers: 4 };
+    let mut zero_at = None;
+    let mut woke_at = None;
+    for i in 0..120 {
+        let t = f64::from(i) * INTERVAL;
+        // No orders for 20 minutes, then 2,000 a minute.
+        let orders = if t < 1200.0 { 0.0 } else { 2000.0 };
+        let r = vec![Reading::Value(orders), Reading::Value(0.1), Reading::Value(0.01)];
+        let d = step(&p, &mut memory, t, &r, current);
+        if d.desired.workers == 0 && zero_at.is_none() {
+            zero_at = Some(t);
+        }
+        if current.workers == 0 && d.desired.workers > 0 {
+            woke_at = Some(t);
+            assert!(d.desired.workers >= 3, "ceil(2000 / 700), at least minReplicasWhenActive: {}", d.reason);
+            assert!(d.reason.contains("Activation"), "{}", d.reason);
+        }
+        current = d.desired;
+    }
+    assert_eq!(zero_at, Some(300.0), "after idleFor 5m");
+    assert_eq!(woke_at, Some(1200.0), "at once when business passes the threshold");
+    assert_eq!(current.brokers, 3, "brokers never go to zero");
+}
+
+fn kafka_start() -> impl Strategy<Value = Replicas> {
+    (3u32..=8, 6u32..=24).prop_map(|(brokers, workers)| Replicas { brokers, workers: workers.min(brokers * 4) })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// A gate with no data never lets a removal through.
+    #[test]
+    fn a_gate_without_data_never_lets_a_removal_through(
+        values in prop::collection::vec((prop::collection::vec(factor(), 3), prop::collection::vec(prop::option::of(0.0..2.0f64), 2)), 1..150),
+        start in kafka_start(),
+    ) {
+        let p = kafka_policy();
+        let mut memory = Memory::default();
+        let mut current = start;
+        for (i, (f, gates)) in values.iter().enumerate() {
+            let t = i as f64 * 30.0;
+            let readings = readings_at(&p, f, current);
+            let g = gate_readings(gates);
+            let obs = Observation { readings: &readings, gates: &g, brokers_running: Some(current.brokers) };
+            let d = step_observed(&p, &mut memory, t, &obs, current);
+            // Kafka's gates are both on brokers.
+            if gates.iter().any(Option::is_none) {
+                prop_assert!(d.desired.brokers >= current.brokers, "{}", d.reason);
+            }
+            current = d.desired;
+        }
+    }
+
+    /// At most one broker change in flight: after a change, no other until the target runs it
+    /// or the timeout passes.
+    #[test]
+    fn at_most_one_broker_change_in_flight(
+        values in prop::collection::vec(prop::collection::vec(factor(), 3), 1..150),
+        lag in prop::collection::vec(0u32..60, 1..150),
+        start in kafka_start(),
+    ) {
+        let p = kafka_policy();
+        let mut memory = Memory::default();
+        let mut current = start;
+        let mut running = start.brokers;
+        let mut changes: Vec<(f64, u32)> = Vec::new();
+        for (i, f) in values.iter().enumerate() {
+            let t = i as f64 * 30.0;
+            // The target catches up with spec after a random number of evaluations.
+            if let Some((since, to)) = changes.last()
+                && t - since >= f64::from(lag[i % lag.len()]) * 30.0 {
+                running = *to;
+            }
+            let readings = readings_at(&p, f, current);
+            let g = gate_readings(&[Some(0.0), Some(0.0)]);
+            let obs = Observation { readings: &readings, gates: &g, brokers_running: Some(running) };
+            let d = step_observed(&p, &mut memory, t, &obs, current);
+            if d.desired.brokers != current.brokers {
+                if let Some((since, to)) = changes.last() {
+                    prop_assert!(running == *to || t - since >= p.broker_change_timeout_secs,
+                        "change at {t} while {to} in flight since {since} (running {running})");
+                }
+                changes.push((t, d.desired.brokers));
+            }
+            current = d.desired;
+        }
+    }
+
+    /// A ceiling never lowers replicas: the same plan without ceilings never asks for more.
+    #[test]
+    fn a_ceiling_never_lowers_replicas(
+        history in prop::collection::vec(prop::collection::vec(0.0..4.0f64, 3), 1..80),
+        start in start_replicas(),
+    ) {
+        let with = orders_policy();
+        let mut without = orders_policy();
+        for d in &mut without.dimensions { d.ceiling = None; }
+        let (mut m_with, mut m_without) = (Memory::default(), Memory::default());
+        for (i, f) in history.iter().enumerate() {
+            let t = i as f64 * INTERVAL;
+            let r = readings_at(&with, f, start);
+            m_with.observe(&with, t, &r, start);
+            m_without.observe(&without, t, &r, start);
+            let a = decide(&with, &m_with, t, start);
+            let b = decide(&without, &m_without, t, start);
+            prop_assert!(a.desired.workers >= b.desired.workers && a.desired.brokers >= b.desired.brokers,
+                "{:?} < {:?}: {}", a.desired, b.desired, a.reason);
+            m_with.record(&with, &a, false);
+            m_without.record(&without, &b, false);
+        }
+    }
+
+    /// From zero, utilization dimensions alone never wake the workers.
+    #[test]
+    fn activation_never_wakes_a_zero_workload_on_utilization_alone(
+        utilization in prop::collection::vec((0.0..1e6f64, 0.0..1e6f64), 1..80),
+        idle_orders in 0.0..10.0f64,
+    ) {
+        let p = to_zero_policy();
+        let mut memory = Memory::default();
+        let current = Replicas { brokers: 3, workers: 0 };
+        for (i, (gpu, slow)) in utilization.iter().enumerate() {
+            let r = vec![Reading::Value(idle_orders), Reading::Value(*gpu), Reading::Value(*slow)];
+            let d = step(&p, &mut memory, i as f64 * INTERVAL, &r, current);
+            prop_assert_eq!(d.desired.workers, 0, "{}", d.reason);
+        }
+    }
+
+    /// Every feature together stays within bounds (workers may be 0 only with activation).
+    #[test]
+    fn everything_stays_within_bounds(
+        values in prop::collection::vec((prop::collection::vec(hostile(), 3), prop::collection::vec(prop::option::of(0.0..2.0f64), 2), 0u32..10), 1..150),
+        start in kafka_start(),
+        zero in any::<bool>(),
+    ) {
+        let mut p = kafka_policy();
+        if zero {
+            p.activation = Some(ActivationPolicy { dimension: 0, threshold: 100.0, idle_secs: 60.0, min_active: 6 });
+            p.dimensions[0].kind = CapacityKind::Demand;
+        }
+        let mut memory = Memory::default();
+        let mut current = start;
+        for (i, (v, gates, running)) in values.iter().enumerate() {
+            let r: Vec<Reading> = v.iter().map(|x| Reading::from_f64(*x)).collect();
+            let g = gate_readings(gates);
+            let obs = Observation { readings: &r, gates: &g, brokers_running: Some(*running) };
+            let d = step_observed(&p, &mut memory, i as f64 * 30.0, &obs, current);
+            prop_assert!((p.brokers.min..=p.brokers.max).contains(&d.desired.brokers), "{:?}", d.desired);
+            let worker_ok = (p.workers.min..=p.workers.max).contains(&d.desired.workers)
+                || (zero && d.desired.workers == 0);
+            prop_assert!(worker_ok, "{:?}", d.desired);
+            current = d.desired;
+        }
+    }
 }

@@ -276,25 +276,48 @@ fn retained(policy: &TrafficPolicy, phase: ClusterPhase) -> f64 {
     }
 }
 
-/// The one "held for its window" check of failover: whether every sample within
-/// `[now − window, now]` is `want`, with the window covered by samples (the oldest one kept at or
-/// before its start).
-fn held(samples: &VecDeque<(f64, bool)>, now: f64, window: f64, want: bool) -> bool {
+/// A sample of a condition (a gate at or below its bound, a cluster healthy) at a time.
+pub(crate) trait Check {
+    /// When it was taken.
+    fn at(&self) -> f64;
+    /// Whether the condition held.
+    fn ok(&self) -> bool;
+    /// A new sample.
+    fn new(at: f64, ok: bool) -> Self;
+}
+
+impl Check for (f64, bool) {
+    fn at(&self) -> f64 {
+        self.0
+    }
+    fn ok(&self) -> bool {
+        self.1
+    }
+    fn new(at: f64, ok: bool) -> Self {
+        (at, ok)
+    }
+}
+
+/// The one "held for its window" check (failover, failback gates, scale-down gates): whether
+/// every sample within `[now − window, now]` is `want`, with the window covered by samples (the
+/// oldest one kept at or before its start).
+pub(crate) fn held<C: Check>(samples: &VecDeque<C>, now: f64, window: f64, want: bool) -> bool {
     let start = now - window;
-    for (t, ok) in samples.iter().rev() {
-        if *ok != want {
+    for s in samples.iter().rev() {
+        if s.ok() != want {
             return false;
         }
-        if *t <= start + TIME_EPSILON {
+        if s.at() <= start + TIME_EPSILON {
             return true;
         }
     }
     false
 }
 
-fn push(samples: &mut VecDeque<(f64, bool)>, now: f64, ok: bool, keep: f64) {
-    samples.push_back((now, ok));
-    while samples.len() > 1 && samples[1].0 <= now - keep + TIME_EPSILON {
+/// Record a sample, keeping one at or before `now − keep` to anchor the window.
+pub(crate) fn push<C: Check>(samples: &mut VecDeque<C>, now: f64, ok: bool, keep: f64) {
+    samples.push_back(C::new(now, ok));
+    while samples.len() > 1 && samples[1].at() <= now - keep + TIME_EPSILON {
         samples.pop_front();
     }
 }

@@ -23,7 +23,7 @@ use crate::engine::failover::{self, Applied, ClusterReading, FailoverEvent, Fail
 use crate::engine::traffic::{FailoverPhase, TrafficMemory, TrafficPolicy, normal_weights};
 use crate::engine::{self, Action, CapacityKind, Decision, EventReason, Memory, Policy, Reading, Replicas};
 
-pub use output::{clock as output_clock, jsonl_line, print_table, summary_table};
+pub use output::{clock as output_clock, jsonl_line, print_table, summary_jsonl, summary_table};
 pub use plot::{PlotError, write_svg};
 pub use trace::{Gap, Trace, TraceError, TraceRow};
 
@@ -196,6 +196,16 @@ pub struct Replay {
     pub weights: Vec<f64>,
     /// The plan's scale-up trigger, the yardstick's threshold.
     pub yardstick_trigger: f64,
+    /// The plan's tolerance: a dimension is under- (over-) provisioned while its ratio is above
+    /// `1 + tolerance` (below `1 − tolerance`), for every replay.
+    pub yardstick_tolerance: f64,
+    /// Which workload each dimension's capacity is counted in, in plan order.
+    pub workloads: Vec<engine::WorkloadRole>,
+}
+
+enum Provisioning {
+    Under,
+    Over,
 }
 
 /// Replay `policy` over `trace`, evaluating every `policy.interval_secs` on the latest row at or
@@ -246,7 +256,16 @@ pub fn replay(
             };
             readings.push(reading);
         }
-        let decision = engine::step(policy, &mut memory, t, &readings, current);
+        let gates: Vec<Reading> = (0..policy.gates.len())
+            .map(|g| match row.scale_down_gates.get(g).copied().flatten() {
+                Some(v) => Reading::from_f64(v),
+                None => Reading::Missing(engine::Missing::NoData),
+            })
+            .collect();
+        // A simulated target carries out every change at once.
+        let observation =
+            engine::Observation { readings: &readings, gates: &gates, brokers_running: Some(current.brokers) };
+        let decision = engine::step_observed(policy, &mut memory, t, &observation, current);
         current = decision.desired;
         let traffic = match (&policy.traffic, &mut failover_world) {
             (Some(tp), Some(world)) => Some(world.step(tp, row, decision.desired.workers, t)),
@@ -261,7 +280,22 @@ pub fn replay(
         triggers: (policy.up_trigger(), policy.down_trigger()),
         weights: yardstick.dimensions.iter().map(|d| d.weight).collect(),
         yardstick_trigger: yardstick.up_trigger(),
+        yardstick_tolerance: yardstick.tolerance,
+        workloads: policy.dimensions.iter().map(|d| d.workload).collect(),
     })
+}
+
+/// One dimension's service figures over a replay.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct DimensionSummary {
+    /// Dimension name.
+    pub name: String,
+    /// Minutes its ratio (needed ÷ current capacity) was above `1 + tolerance`: the dimension
+    /// was under-provisioned beyond the tolerance. A workload at zero replicas with demand is
+    /// under-provisioned.
+    pub under_provisioned_minutes: f64,
+    /// Minutes its ratio was below `1 − tolerance`: capacity paid for and not needed.
+    pub over_provisioned_minutes: f64,
 }
 
 /// Figures of a replay.
@@ -277,10 +311,21 @@ pub struct Summary {
     pub scale_downs: usize,
     /// Fallback raises.
     pub fallbacks: usize,
+    /// Evaluations that changed a replica count.
+    pub actions: usize,
+    /// Evaluations that changed the broker count (each one moves partitions or bundles).
+    pub broker_changes: usize,
     /// Broker replica-minutes.
     pub broker_replica_minutes: f64,
     /// Worker replica-minutes.
     pub worker_replica_minutes: f64,
+    /// Broker plus worker replica-minutes.
+    pub replica_minutes: f64,
+    /// Minutes with zero workers.
+    pub zero_replica_minutes: f64,
+    /// Per dimension, in plan order: minutes under- and over-provisioned, judged with the
+    /// plan's tolerance for every replay.
+    pub dimensions: Vec<DimensionSummary>,
     /// Seconds with the plan's weighted score above the plan's scale-up trigger
     /// (under-provisioned beyond the tolerance).
     pub secs_above_target: f64,
@@ -320,6 +365,14 @@ impl Replay {
     pub fn summary(&self) -> Summary {
         let mut s = Summary { steps: self.steps.len(), ..Summary::default() };
         let minutes = self.interval / 60.0;
+        if let Some(first) = self.steps.first() {
+            s.dimensions = first
+                .decision
+                .dimensions
+                .iter()
+                .map(|b| DimensionSummary { name: b.name.clone(), ..DimensionSummary::default() })
+                .collect();
+        }
         for step in &self.steps {
             let d = &step.decision;
             match d.action {
@@ -328,8 +381,24 @@ impl Replay {
                 Action::Fallback => s.fallbacks += 1,
                 Action::Hold => {}
             }
+            if d.changes_replicas() {
+                s.actions += 1;
+            }
+            if d.desired.brokers != d.current.brokers {
+                s.broker_changes += 1;
+            }
             s.broker_replica_minutes += f64::from(d.desired.brokers) * minutes;
             s.worker_replica_minutes += f64::from(d.desired.workers) * minutes;
+            if d.desired.workers == 0 {
+                s.zero_replica_minutes += minutes;
+            }
+            for (i, (b, figures)) in d.dimensions.iter().zip(&mut s.dimensions).enumerate() {
+                match self.provisioning(d, i, b) {
+                    Some(Provisioning::Under) => figures.under_provisioned_minutes += minutes,
+                    Some(Provisioning::Over) => figures.over_provisioned_minutes += minutes,
+                    None => {}
+                }
+            }
             if self.weighted_score(d).is_some_and(|x| x > self.yardstick_trigger) {
                 s.secs_above_target += self.interval;
             }
@@ -345,8 +414,28 @@ impl Replay {
             }
             s.peak_workers = s.peak_workers.max(d.desired.workers);
         }
+        s.replica_minutes = s.broker_replica_minutes + s.worker_replica_minutes;
         s.duration_secs = self.steps.len() as f64 * self.interval;
         s
+    }
+
+    /// Whether dimension `i` was under- or over-provisioned beyond the plan's tolerance at this
+    /// evaluation, from its value against the capacity the step started with (None: within the
+    /// band, or no data).
+    fn provisioning(&self, d: &Decision, i: usize, b: &engine::DimensionBreakdown) -> Option<Provisioning> {
+        let role = self.workloads.get(i).copied()?;
+        if d.current.of(role) == 0 {
+            // Nothing serves: any demand is unserved, none is simply idle.
+            return b.value.map(|v| if v > 0.0 { Provisioning::Under } else { Provisioning::Over });
+        }
+        let ratio = b.ratio?;
+        if ratio > 1.0 + self.yardstick_tolerance {
+            Some(Provisioning::Under)
+        } else if ratio < 1.0 - self.yardstick_tolerance {
+            Some(Provisioning::Over)
+        } else {
+            None
+        }
     }
 
     /// The plan's weighted score of a decision's ratios (None without data).

@@ -165,30 +165,66 @@ pub fn print_table(out: &mut impl Write, replay: &Replay) -> io::Result<()> {
 }
 
 /// A row of the summary table: its label and how to print a summary's figure.
-type SummaryRow = (&'static str, fn(&Summary) -> String);
+type SummaryRow = (String, Box<dyn Fn(&Summary) -> String>);
+
+fn minutes(m: f64) -> String {
+    format!("{m:.1}")
+}
 
 /// Summaries side by side (one column per replay).
 pub fn summary_table(out: &mut impl Write, replays: &[(&Replay, Summary)]) -> io::Result<()> {
     let header: Vec<&str> = replays.iter().map(|(r, _)| r.label.as_str()).collect();
-    writeln!(out, "{:<34}{}", "summary", header.iter().map(|h| format!("{h:>12}")).collect::<String>())?;
-    let rows: [SummaryRow; 12] = [
-        ("duration", |s| clock(s.duration_secs)),
-        ("evaluations", |s| s.steps.to_string()),
-        ("scale-ups", |s| s.scale_ups.to_string()),
-        ("scale-downs", |s| s.scale_downs.to_string()),
-        ("fallback raises", |s| s.fallbacks.to_string()),
-        ("broker replica-minutes", |s| format!("{:.0}", s.broker_replica_minutes)),
-        ("worker replica-minutes", |s| format!("{:.0}", s.worker_replica_minutes)),
-        ("time above the scale-up trigger", |s| clock(s.secs_above_target)),
-        ("time with missing data", |s| clock(s.secs_missing_data)),
-        ("peak brokers / workers", |s| format!("{}/{}", s.peak_brokers, s.peak_workers)),
-        ("failovers", |s| s.failovers.to_string()),
-        ("time failed over", |s| clock(s.secs_failed_over)),
+    writeln!(out, "{:<40}{}", "summary", header.iter().map(|h| format!("{h:>12}")).collect::<String>())?;
+    let fixed = |name: &str, f: fn(&Summary) -> String| -> SummaryRow { (name.to_string(), Box::new(f)) };
+    let mut rows: Vec<SummaryRow> = vec![
+        fixed("duration", |s| clock(s.duration_secs)),
+        fixed("evaluations", |s| s.steps.to_string()),
+        fixed("actions", |s| s.actions.to_string()),
+        fixed("scale-ups", |s| s.scale_ups.to_string()),
+        fixed("scale-downs", |s| s.scale_downs.to_string()),
+        fixed("fallback raises", |s| s.fallbacks.to_string()),
+        fixed("broker changes", |s| s.broker_changes.to_string()),
+        fixed("broker replica-minutes", |s| format!("{:.0}", s.broker_replica_minutes)),
+        fixed("worker replica-minutes", |s| format!("{:.0}", s.worker_replica_minutes)),
+        fixed("replica-minutes", |s| format!("{:.0}", s.replica_minutes)),
+        fixed("zero-worker minutes", |s| minutes(s.zero_replica_minutes)),
     ];
-    for (name, f) in rows.iter() {
-        writeln!(out, "{name:<34}{}", replays.iter().map(|(_, s)| format!("{:>12}", f(s))).collect::<String>())?;
+    let names: Vec<String> =
+        replays.first().map(|(_, s)| s.dimensions.iter().map(|d| d.name.clone()).collect()).unwrap_or_default();
+    for (i, name) in names.iter().enumerate() {
+        rows.push((
+            format!("{name} under-provisioned (min)"),
+            Box::new(move |s: &Summary| {
+                s.dimensions.get(i).map(|d| minutes(d.under_provisioned_minutes)).unwrap_or_default()
+            }),
+        ));
+    }
+    for (i, name) in names.iter().enumerate() {
+        rows.push((
+            format!("{name} over-provisioned (min)"),
+            Box::new(move |s: &Summary| {
+                s.dimensions.get(i).map(|d| minutes(d.over_provisioned_minutes)).unwrap_or_default()
+            }),
+        ));
+    }
+    rows.extend([
+        fixed("time above the scale-up trigger", |s| clock(s.secs_above_target)),
+        fixed("time with missing data", |s| clock(s.secs_missing_data)),
+        fixed("peak brokers / workers", |s| format!("{}/{}", s.peak_brokers, s.peak_workers)),
+        fixed("failovers", |s| s.failovers.to_string()),
+        fixed("time failed over", |s| clock(s.secs_failed_over)),
+    ]);
+    for (name, f) in &rows {
+        writeln!(out, "{name:<40}{}", replays.iter().map(|(_, s)| format!("{:>12}", f(s))).collect::<String>())?;
     }
     writeln!(out)?;
     writeln!(out, "{MODEL_NOTE}")?;
     Ok(())
+}
+
+/// The final JSONL record: `{"summary": {label: figures, ...}}`, one entry per replay.
+pub fn summary_jsonl(replays: &[(&Replay, Summary)]) -> String {
+    let by_label: BTreeMap<&str, &Summary> = replays.iter().map(|(r, s)| (r.label.as_str(), s)).collect();
+    serde_json::to_string(&serde_json::json!({ "summary": by_label }))
+        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }

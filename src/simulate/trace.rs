@@ -29,6 +29,9 @@ pub struct TraceRow {
     pub health: Vec<Option<f64>>,
     /// Per failback gate: its value (`gate:<name>` column).
     pub gates: Vec<Option<f64>>,
+    /// Per scale-down gate (in the plan's order): its value (`gate:<name>` column; a failback
+    /// gate and a scale-down gate of one name share it).
+    pub scale_down_gates: Vec<Option<f64>>,
 }
 
 /// A trace ready to replay.
@@ -101,6 +104,7 @@ impl Trace {
             policy.traffic.iter().flat_map(|t| t.clusters.iter().map(|c| format!("health:{}", c.name))).collect();
         let gates: Vec<String> =
             policy.traffic.iter().flat_map(|t| t.gates.iter().map(|g| format!("gate:{}", g.name))).collect();
+        let down_gates: Vec<String> = policy.gates.iter().map(|g| format!("gate:{}", g.name)).collect();
         let mut unknown = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for n in &names[1..] {
@@ -111,7 +115,8 @@ impl Trace {
                 || *n == "brokers"
                 || *n == "workers"
                 || clusters.iter().any(|c| c == n)
-                || gates.iter().any(|g| g == n);
+                || gates.iter().any(|g| g == n)
+                || down_gates.iter().any(|g| g == n);
             if !known {
                 unknown.push(*n);
             }
@@ -126,6 +131,7 @@ impl Trace {
             let mut has = vec![dims.join(", ")];
             has.extend(clusters.iter().cloned());
             has.extend(gates.iter().cloned());
+            has.extend(down_gates.iter().filter(|g| !gates.contains(g)).cloned());
             return Err(TraceError::Header(format!(
                 "{what} (the plan has: {}); rename or drop {}",
                 has.join(", "),
@@ -134,6 +140,7 @@ impl Trace {
         }
         let health_col: Vec<Option<usize>> = clusters.iter().map(|c| names.iter().position(|n| n == c)).collect();
         let gate_col: Vec<Option<usize>> = gates.iter().map(|g| names.iter().position(|n| n == g)).collect();
+        let down_gate_col: Vec<Option<usize>> = down_gates.iter().map(|g| names.iter().position(|n| n == g)).collect();
         let dim_col: Vec<Option<usize>> = dims.iter().map(|d| names.iter().position(|n| n == d)).collect();
         let brokers_col = names.iter().position(|n| *n == "brokers");
         let workers_col = names.iter().position(|n| *n == "workers");
@@ -209,6 +216,7 @@ impl Trace {
                 workers: replicas(workers_col, "workers")?,
                 health: cells(&health_col, &clusters)?,
                 gates: cells(&gate_col, &gates)?,
+                scale_down_gates: cells(&down_gate_col, &down_gates)?,
             });
         }
         if rows.is_empty() {
@@ -260,6 +268,7 @@ impl Trace {
                 workers: None,
                 health: at(QueryRole::Health, t),
                 gates: at(QueryRole::Gate, t),
+                scale_down_gates: at(QueryRole::ScaleDownGate, t),
             });
         }
         Ok(Self {

@@ -56,6 +56,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [{{ .apiGroup | quote }}]
   resources: [{{ range $i, $r := .resources }}{{ if $i }}, {{ end }}{{ $r }}/scale{{ end }}]
   verbs: [get, patch]
+{{- if $.Values.rbac.readTargetConditions }}
+# Read the targets themselves, only to quote their conditions when a broker change is not carried out.
+- apiGroups: [{{ .apiGroup | quote }}]
+  resources: [{{ join ", " .resources }}]
+  verbs: [get]
+{{- end }}
 {{- end }}
 {{- if .Values.rbac.routers.gatewayAPI }}
 # Failover: read and set the backendRef weights of Gateway API HTTPRoutes.
