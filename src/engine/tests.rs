@@ -546,13 +546,13 @@ fn gate_readings(values: &[Option<f64>]) -> Vec<Reading> {
 #[test]
 fn a_ceiling_forces_a_scale_up_the_weighted_score_would_hide() {
     // Experience alone at 1.6×: the score is 0.4 × 0.9 + 0.35 × 0.9 + 0.25 × 1.6 = 1.075, inside
-    // the band; experience's ceiling (1.2 for 30 s in the example) forces workers to bring it
+    // the band; experience's ceiling (1.2 for 90 s in the example) forces workers to bring it
     // back to target.
     let p = orders_policy();
     let ds = run(&p, at_min(), 30, |_, cur| readings_at(&p, &[0.9, 0.9, 1.6], cur));
     assert!(ds.iter().all(|d| d.score.unwrap() < p.up_trigger()), "the score never triggers");
     let up = first_action(&ds, Action::ScaleUp).expect("the ceiling scales up");
-    assert_eq!(up.time, 30.0, "once held for experience's ceilingFor");
+    assert_eq!(up.time, 90.0, "once held for experience's ceilingFor");
     assert_eq!(up.ceilings.len(), 1);
     assert_eq!(up.ceilings[0].dimension, "experience");
     assert_eq!(up.desired.workers, 20, "ceil(12 × 1.6): experience back to target");
