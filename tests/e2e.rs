@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{Value, json};
 use support::control_plane::ControlPlane;
 use support::operator::{Operator, until};
+use support::strimzi::NodePoolOperator;
 use support::tenant::{ChartOptions, Tenant};
 use support::{Exporter, Prometheus};
 
@@ -23,8 +24,13 @@ fn load(exporter: &Exporter, factor: f64) {
 
 /// Load at `factor` × target for `workers` workers (orders are demand: they scale with workers).
 fn load_for(exporter: &Exporter, factor: f64, workers: u32) {
+    load_with(exporter, factor, workers, "");
+}
+
+/// The same, with `extra` exposition lines (scale-down gates' metrics).
+fn load_with(exporter: &Exporter, factor: f64, workers: u32, extra: &str) {
     exporter.set(&format!(
-        "orders_per_minute {}\ngpu_memory_used_ratio {}\nslow_interaction_ratio {}\n",
+        "orders_per_minute {}\ngpu_memory_used_ratio {}\nslow_interaction_ratio {}\n{extra}",
         factor * 700.0 * f64::from(workers),
         factor * 0.88,
         factor * 0.12
@@ -91,21 +97,30 @@ fn plan(ns: &str, prometheus: &str, o: &PlanOpts) -> Value {
 /// A World: a tenant on the binary's shared control plane, a Prometheus scraping an exporter at
 /// `factor` × target, and the workloads: a real Deployment for the workers, and for the brokers
 /// both a KafkaNodePool of the Strimzi shape (a custom resource with `/scale`) and a real
-/// StatefulSet, each named `brokers`; the plan picks one.
+/// StatefulSet, each named `brokers`; the plan picks one. Strimzi's part on the node pool
+/// (reporting `status.replicas` once brokers run, or refusing a removal) is played by
+/// [`NodePoolOperator`].
 struct World {
     t: Tenant,
     prometheus: Prometheus,
     exporter: Exporter,
     brokers_kind: std::cell::Cell<&'static str>,
+    strimzi: NodePoolOperator,
 }
 
 async fn world(factor: f64, brokers: u32, workers: u32) -> World {
+    world_with(factor, brokers, workers, ChartOptions::default()).await
+}
+
+/// The same, with the chart installed with `options`.
+async fn world_with(factor: f64, brokers: u32, workers: u32, options: ChartOptions) -> World {
     let exporter = Exporter::start();
     load(&exporter, factor);
     let prometheus = Prometheus::scraping(&[exporter.target()]);
     let cp = ControlPlane::shared();
     support::ensure_crd(cp, &support::kafka_node_pool_crd());
-    let t = Tenant::new(cp, "e2e", ChartOptions::default());
+    let t = Tenant::new(cp, "e2e", options);
+    let strimzi = NodePoolOperator::start(t.kube.client(), &t.ns);
     t.kube.create(support::node_pool(&t.ns, "brokers", brokers));
     t.kube.create(support::statefulset(&t.ns, "brokers", brokers));
     if workers > 0 {
@@ -117,7 +132,7 @@ async fn world(factor: f64, brokers: u32, workers: u32) -> World {
             .filter(|(_, b)| b.contains("\"value\""))
             .map(|_| ())
     });
-    World { t, prometheus, exporter, brokers_kind: std::cell::Cell::new("KafkaNodePool") }
+    World { t, prometheus, exporter, brokers_kind: std::cell::Cell::new("KafkaNodePool"), strimzi }
 }
 
 impl World {
@@ -125,8 +140,14 @@ impl World {
         &self.t.ns
     }
     fn create_plan(&self, o: &PlanOpts) {
+        self.create_plan_with(o, |_| {});
+    }
+    /// Create the plan of `o` with changes of its own (gates, activation, behavior).
+    fn create_plan_with(&self, o: &PlanOpts, change: impl FnOnce(&mut Value)) {
         self.brokers_kind.set(o.brokers_kind);
-        self.t.kube.create(plan(self.ns(), &self.prometheus.url(), o));
+        let mut plan = plan(self.ns(), &self.prometheus.url(), o);
+        change(&mut plan);
+        self.t.kube.create(plan);
     }
     fn replicas(&self, kind: &str, name: &str) -> u64 {
         let api_version = if kind == "Deployment" { "apps/v1" } else { "kafka.strimzi.io/v1beta2" };
@@ -639,7 +660,8 @@ async fn a_missing_rbac_rule_is_reported_clearly_and_nothing_else_breaks() {
     t.expect_forbidden();
     t.kube.create(support::node_pool(&t.ns, "brokers", 3));
     t.kube.create(support::deployment(&t.ns, "checkout-worker", 12));
-    let w = World { t, prometheus, exporter, brokers_kind: std::cell::Cell::new("KafkaNodePool") };
+    let strimzi = NodePoolOperator::start(t.kube.client(), &t.ns);
+    let w = World { t, prometheus, exporter, brokers_kind: std::cell::Cell::new("KafkaNodePool"), strimzi };
     w.create_plan(&PlanOpts::default());
     let op = Operator::start(&w.t, "op-a", &[]);
     op.wait_ready();
@@ -676,7 +698,8 @@ async fn an_api_server_restart_and_an_etcd_outage_lose_no_status_and_repeat_no_a
     t.kube.create(support::deployment(&t.ns, "checkout-worker", 12));
     // A restarted kube-apiserver answers 403 for a moment, until its RBAC authorizer has synced.
     t.expect_forbidden();
-    let w = World { t, prometheus, exporter, brokers_kind: std::cell::Cell::new("KafkaNodePool") };
+    let strimzi = NodePoolOperator::start(t.kube.client(), &t.ns);
+    let w = World { t, prometheus, exporter, brokers_kind: std::cell::Cell::new("KafkaNodePool"), strimzi };
     w.create_plan(&PlanOpts::default());
     let op = Operator::start(&w.t, "op-a", &[]);
     op.wait_ready();
@@ -740,4 +763,161 @@ async fn an_api_server_restart_and_an_etcd_outage_lose_no_status_and_repeat_no_a
         etcd_recovery.as_secs_f64(),
         forbidden.len()
     );
+}
+
+/// A scale-down gate on the brokers: the partitions `value_query` counts as under-replicated must
+/// be 0 for 2 s before a broker is removed.
+fn broker_gate(plan: &mut Value, value_query: &str) {
+    plan["spec"]["workloads"]["brokers"]["scaleDownGates"] =
+        json!([{"name": "under-replicated-partitions", "query": value_query, "max": 0, "for": "2s"}]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_removal_waits_for_its_scale_down_gate_and_follows_once_it_clears() {
+    // Low load at 30 workers on 6 brokers: the workers shrink (no gate on them), and the brokers
+    // would follow the workers-per-broker bound down to 3, but partitions are under-replicated.
+    let w = world(0.3, 6, 30).await;
+    load_with(&w.exporter, 0.3, 12, "under_replicated_partitions 4\n");
+    w.create_plan_with(&PlanOpts::default(), |p| broker_gate(p, "max(under_replicated_partitions)"));
+    let op = Operator::start(&w.t, "op-a", &[]);
+    op.wait_ready();
+    until("workers scaled down to their minimum", Duration::from_secs(40), &op, || w.workers() == 12).await;
+    until("ScalingLimited names the gate", Duration::from_secs(20), &op, || {
+        w.condition("orders", "ScalingLimited")["reason"] == "ScaleDownBlocked"
+    })
+    .await;
+    let limited = w.condition("orders", "ScalingLimited");
+    let message = limited["message"].as_str().unwrap();
+    assert_eq!(limited["status"], "True", "{limited}");
+    assert!(
+        message.contains("gate under-replicated-partitions blocks brokers removal: value 4, max 0 for 2s"),
+        "{message}"
+    );
+    until("a ScaleDownBlocked event", Duration::from_secs(10), &op, || !w.events("ScaleDownBlocked").is_empty()).await;
+    let blocked = w.events("ScaleDownBlocked");
+    let note = blocked[0]["note"].as_str().unwrap();
+    assert!(
+        note.contains("under-replicated-partitions") && note.contains("value 4") && note.contains("max 0"),
+        "{note}"
+    );
+    // Held: evaluations well past the scale-down window, and no broker removed.
+    let held_from = unix_now();
+    until("10 s of blocked evaluations", Duration::from_secs(30), &op, || w.last_observed("orders") > held_from + 10.0)
+        .await;
+    assert_eq!(w.brokers(), 6, "no broker removed while the gate blocks");
+    assert!(
+        !w.scale_patches().iter().any(|p| p.0.contains("kafkanodepools")),
+        "no broker patch: {:?}",
+        w.scale_patches()
+    );
+
+    // The partitions are back in sync: held for the gate's 2s, brokers go, one at a time.
+    load_with(&w.exporter, 0.3, 12, "under_replicated_partitions 0\n");
+    let cleared = unix_now();
+    until("brokers down to the bound", Duration::from_secs(60), &op, || w.brokers() == 3).await;
+    let brokers: Vec<(u64, SystemTime)> =
+        w.scale_patches().into_iter().filter(|p| p.0.contains("kafkanodepools")).map(|p| (p.1, p.2)).collect();
+    assert_eq!(brokers.iter().map(|b| b.0).collect::<Vec<_>>(), [5, 4, 3], "one broker per change");
+    assert!(
+        mtime(brokers[0].1) >= cleared + 2.0,
+        "first removal {:.1}s after the gate cleared; it must hold for 2s",
+        mtime(brokers[0].1) - cleared
+    );
+    until("the limit is lifted", Duration::from_secs(20), &op, || {
+        w.condition("orders", "ScalingLimited")["reason"] != "ScaleDownBlocked"
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_removal_the_target_refuses_is_reported_once_and_not_pushed_further() {
+    // The chart's opt-in read of the targets themselves, for their condition messages.
+    let options = ChartOptions { extra_values: vec!["rbac.readTargetConditions=true".into()], ..Default::default() };
+    let w = world_with(0.3, 6, 30, options).await;
+    load_for(&w.exporter, 0.3, 12);
+    let refusal = "Cannot scale down brokers [5] because brokers [5] are not empty";
+    w.strimzi.refuse_scale_down(refusal);
+    w.create_plan_with(&PlanOpts::default(), |p| p["spec"]["workloads"]["brokerChangeTimeout"] = json!("10s"));
+    let op = Operator::start(&w.t, "op-a", &[]);
+    op.wait_ready();
+    until("a broker removal asked for", Duration::from_secs(40), &op, || w.brokers() < 6).await;
+    let asked = unix_now();
+    assert_eq!(w.brokers(), 5, "one broker at a time");
+    until("ScaleNotApplied after the 10s timeout", Duration::from_secs(40), &op, || {
+        !w.events("ScaleNotApplied").is_empty()
+    })
+    .await;
+    let reported = unix_now();
+    assert!(reported >= asked + 9.0, "reported {:.1}s after the change; the timeout is 10s", reported - asked);
+    until("ScalingLimited says so", Duration::from_secs(10), &op, || {
+        w.condition("orders", "ScalingLimited")["reason"] == "ScaleNotApplied"
+    })
+    .await;
+    // Evaluations well past the report: still one event, and the brokers not pushed lower.
+    until("10 s more of evaluations", Duration::from_secs(30), &op, || w.last_observed("orders") > reported + 10.0)
+        .await;
+    let events = w.events("ScaleNotApplied");
+    assert_eq!(events.len(), 1, "reported once: {events:?}");
+    assert!(events[0]["series"].is_null(), "not repeated: {}", events[0]);
+    assert_eq!(events[0]["type"], "Warning");
+    let note = events[0]["note"].as_str().unwrap();
+    assert!(note.contains("asked for 5 brokers (from 6) and runs 6"), "{note}");
+    assert!(note.contains(refusal), "the target's own message: {note}");
+    let brokers: Vec<u64> =
+        w.scale_patches().into_iter().filter(|p| p.0.contains("kafkanodepools")).map(|p| p.1).collect();
+    assert_eq!(brokers, [5], "not pushed further down");
+    assert_eq!(w.brokers(), 5);
+    let status = w.plan("orders")["status"].clone();
+    assert_eq!(status["brokerChange"]["state"], "NotApplied", "{status}");
+    assert_eq!(status["brokerChange"]["running"], 6, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_workers_go_to_zero_and_demand_wakes_them() {
+    let w = world(0.0, 3, 12).await;
+    w.create_plan_with(&PlanOpts::default(), |p| {
+        let workers = &mut p["spec"]["workloads"]["workers"];
+        workers["minReplicas"] = json!(0);
+        workers["activation"] =
+            json!({"dimension": "business", "threshold": 0, "idleFor": "30s", "minReplicasWhenActive": 2});
+    });
+    let op = Operator::start(&w.t, "op-a", &[]);
+    op.wait_ready();
+    until("Ready", Duration::from_secs(20), &op, || w.condition("orders", "Ready")["status"] == "True").await;
+    let idle_from = unix_now();
+    until("workers at zero", Duration::from_secs(90), &op, || w.workers() == 0).await;
+    let zero_patch = w.scale_patches().into_iter().find(|p| p.0.contains("deployments") && p.1 == 0).unwrap();
+    assert!(
+        mtime(zero_patch.2) >= idle_from + 29.0,
+        "zero {:.1}s after the orders stopped; idleFor is 30s",
+        mtime(zero_patch.2) - idle_from
+    );
+    until("status says why", Duration::from_secs(10), &op, || {
+        w.plan("orders")["status"]["lastDecision"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("Workers at zero: only business above 0 wakes them"))
+    })
+    .await;
+    // The recorder folds repeated ScaledDown events into one series (its note is the first one's).
+    assert!(!w.events("ScaledDown").is_empty());
+    assert_eq!(w.brokers(), 3, "brokers never go to zero");
+    // Still zero while idle: utilization (GPU memory, slow interactions) alone wakes nothing.
+    w.exporter.set("orders_per_minute 0\ngpu_memory_used_ratio 0.95\nslow_interaction_ratio 0.5\n");
+    let busy_gpus = unix_now();
+    until("evaluations with hot utilization", Duration::from_secs(20), &op, || {
+        w.last_observed("orders") > busy_gpus + 5.0
+    })
+    .await;
+    assert_eq!(w.workers(), 0, "utilization does not wake zero workers");
+
+    // Orders arrive: 2,100 a minute is three workers' worth.
+    w.exporter.set("orders_per_minute 2100\ngpu_memory_used_ratio 0\nslow_interaction_ratio 0\n");
+    let woke = unix_now();
+    until("workers woken", Duration::from_secs(20), &op, || w.workers() > 0).await;
+    assert!(unix_now() - woke < 6.0, "woken {:.1}s after the orders came", unix_now() - woke);
+    assert_eq!(w.workers(), 3, "as many as the demand needs (at least minReplicasWhenActive 2)");
+    until("a ScaledUp event says why", Duration::from_secs(10), &op, || {
+        w.events("ScaledUp").iter().any(|e| e["note"].as_str().is_some_and(|n| n.contains("workers woken from zero")))
+    })
+    .await;
 }

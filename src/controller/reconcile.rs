@@ -724,6 +724,12 @@ async fn report_not_applied(
     match ctx.targets.condition_message(&ctx.client, namespace, target).await {
         Ok(Some(message)) => note = format!("{note} The target says: {message}"),
         Ok(None) => {}
+        // Reading the object (not its /scale) is a grant of its own, off in the chart by default.
+        Err(e) if e.is_forbidden() => {
+            note = format!(
+                "{note} Its conditions are not readable by the operator (with the Helm chart, set rbac.readTargetConditions=true)."
+            );
+        }
         Err(e) => tracing::info!(error = %e, "cannot read the brokers target's conditions"),
     }
     publish(ctx, plan, EventReason::ScaleNotApplied, &note).await;

@@ -350,6 +350,7 @@ pub mod control_plane;
 pub mod operator;
 pub mod proxy;
 pub mod runtime;
+pub mod strimzi;
 pub mod tenant;
 
 /// A CRD of our own with a `/scale` subresource, in the shape of Strimzi's `KafkaNodePool`
