@@ -689,8 +689,9 @@ pub struct Dimension {
     pub workload: WorkloadRole,
     /// The highest ratio (needed ÷ current capacity, held for the `for` window) this dimension
     /// may reach whatever the weighted score says: above it the plan scales the dimension's
-    /// workload up at least enough to bring the dimension back to target, and does not scale
-    /// it down. Default 1.5; between 1.0 and 100. A weighted mean lets a low-weight dimension
+    /// workload up at least enough to bring the dimension back to target (at the highest ratio
+    /// of its `for` window), and no change leaves the workload below what keeps that highest
+    /// ratio under the ceiling. Default 1.5; between 1.0 and 100. A weighted mean lets a low-weight dimension
     /// sit well over target (at weight 0.25 and tolerance 0.1, 1.4× with the others at target)
     /// — the ceiling stops that dilution.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -22,9 +22,13 @@
 //!    `scaleDownThreshold × (1 − tolerance)` → recommend `ceil(current × score ÷
 //!    scaleDownThreshold)`. Both workloads get the same factor; brokers are then raised to keep
 //!    `workers ≤ brokers × maxWorkersPerBroker`.
+//!    A dimension held above its `ceiling` (for `ceilingFor`) forces its workload up to bring
+//!    the highest ratio of its window back to target; no recommendation, up or down, stops
+//!    below what keeps each dimension's highest ratio under its ceiling.
 //! 5. HPA-v2 behavior per direction: stabilization (scale-down takes the highest recommendation
 //!    of its window, and never happens before the engine has seen a whole window), then the step
-//!    limits per period, then the bounds.
+//!    limits per period, then the bounds. A broker removal stops at what the workers that stay
+//!    need.
 
 pub mod failover;
 mod policy;
@@ -793,24 +797,31 @@ pub fn decide(policy: &Policy, memory: &Memory, now: f64, current: Replicas) -> 
     let mut wants = Direction::None;
     let mut rec = plan_from;
     let mut sized = plan_from;
+    // Per workload, the fewest replicas that keep each of its dimensions under its ceiling at
+    // the highest ratio of its window: no change stops below it (a scale-down the ceiling would
+    // undo at once is flapping; a scale-up that stops short of it is followed by another).
+    let mut floors = Replicas { brokers: 0, workers: 0 };
+    for role in [WorkloadRole::Brokers, WorkloadRole::Workers] {
+        let cur = plan_from.of(role);
+        let floor = d
+            .dimensions
+            .iter()
+            .zip(&policy.dimensions)
+            .filter(|(_, dim)| dim.workload == role)
+            .filter_map(|(b, dim)| Some(scaled(cur, b.held_down? / dim.ceiling?)))
+            .max()
+            .unwrap_or(0);
+        set(&mut floors, role, floor);
+    }
     for role in [WorkloadRole::Brokers, WorkloadRole::Workers] {
         let Some((w_score, w_up, w_down)) = workload_scores(policy, &d.dimensions, role) else { continue };
         let cur = plan_from.of(role);
+        let floor = floors.of(role);
         let (target, unbounded, dir) = if w_up > up_trigger {
             let factor = w_score.max(w_up) / policy.scale_up_threshold;
             (scaled(cur, factor).max(cur), scaled(cur, factor), Direction::Up)
         } else if w_down < down_trigger && down_allowed {
             let factor = w_down / policy.scale_down_threshold;
-            // Never below what keeps each of the workload's dimensions under its ceiling: a
-            // scale-down the ceiling would undo at once is flapping.
-            let floor = d
-                .dimensions
-                .iter()
-                .zip(&policy.dimensions)
-                .filter(|(_, dim)| dim.workload == role)
-                .filter_map(|(b, dim)| Some(scaled(cur, b.held_down? / dim.ceiling?)))
-                .max()
-                .unwrap_or(0);
             (scaled(cur, factor).max(floor).min(cur), scaled(cur, factor).max(floor), Direction::Down)
         } else {
             (cur, cur, Direction::None)
@@ -823,14 +834,17 @@ pub fn decide(policy: &Policy, memory: &Memory, now: f64, current: Replicas) -> 
     }
 
     // 2. Ceilings: a dimension held above its ceiling forces its workload up to the replicas
-    //    that bring it back to target, whatever the weighted score says.
+    //    that bring it back to target, whatever the weighted score says — its highest ratio of
+    //    the sustain window, not only the latest: a noisy ratio sized to its latest reading is
+    //    back over the ceiling with the next high one.
     for (b, dim) in d.dimensions.iter().zip(&policy.dimensions) {
         let (Some(ceiling), Some(held), Some(now_ratio)) = (dim.ceiling, b.ceiling_held, b.ratio) else { continue };
         if held <= ceiling {
             continue;
         }
         let cur = plan_from.of(dim.workload);
-        let needed = scaled(cur, now_ratio.max(held)).max(cur);
+        let peak = b.held_down.unwrap_or(now_ratio).max(now_ratio).max(held);
+        let needed = scaled(cur, peak).max(cur);
         d.ceilings.push(CeilingBreach {
             dimension: dim.name.clone(),
             ratio: held,
@@ -843,6 +857,13 @@ pub fn decide(policy: &Policy, memory: &Memory, now: f64, current: Replicas) -> 
             set(&mut sized, dim.workload, needed);
         }
         wants = Direction::Up;
+    }
+    for role in [WorkloadRole::Brokers, WorkloadRole::Workers] {
+        if rec.of(role) > plan_from.of(role) && floors.of(role) > rec.of(role) {
+            set(&mut rec, role, floors.of(role));
+            let unbounded = floors.of(role).max(sized.of(role));
+            set(&mut sized, role, unbounded);
+        }
     }
     if let Some(k) = policy.max_workers_per_broker {
         let bound = policy.workers.clamp(rec.workers).div_ceil(k);
@@ -939,6 +960,17 @@ pub fn decide(policy: &Policy, memory: &Memory, now: f64, current: Replicas) -> 
             limits.extend(blocks.iter().map(ToString::to_string));
             set(&mut desired, role, cur);
             d.blocked.extend(blocks);
+        }
+    }
+
+    // A broker removal stops at what the workers that stay need: their own scale-down may be
+    // held back (stabilization, a step limit, a gate) while the brokers' is not.
+    if let Some(k) = policy.max_workers_per_broker
+        && desired.brokers < plan_from.brokers
+    {
+        let needed = desired.workers.div_ceil(k).min(plan_from.brokers);
+        if needed > desired.brokers {
+            desired.brokers = needed;
         }
     }
 

@@ -141,17 +141,19 @@ fn scale_down_waits_for_the_stabilization_window_and_step_limit() {
     assert!(down.time >= 600.0 + 300.0, "scaled down at {}", down.time);
     // Business is held low after its 2m window (the others still neutral): score
     // 0.4 × 0.3 + 0.35 + 0.25 = 0.72 → ceil(40 × 0.72) = 29, recommended at 12:00; but
-    // experience's window is not held yet (neutral 1.0) and its ceiling is 1.2, so no fewer
-    // than ceil(40 ÷ 1.2) = 34 — the recommendation applied once it has stood for the 5m
-    // window. Brokers, sized by the bound, go one at a time.
-    assert_eq!(down.desired.workers, 34, "{}", down.reason);
-    assert_eq!(down.desired.brokers, 7, "{}", down.reason);
+    // experience's window is not held yet (neutral 1.0) and its ceiling is 1.1, so no fewer
+    // than ceil(40 ÷ 1.1) = 37 — the recommendation applied once it has stood for the 5m
+    // window. Brokers, sized by the bound, go one at a time, never below what the 37 workers
+    // that stay need (8 at 5 per broker).
+    assert_eq!(down.desired.workers, 37, "{}", down.reason);
+    assert_eq!(down.desired.brokers, 8, "{}", down.reason);
     assert_eq!(down.time, 600.0 + 120.0 + 300.0);
     assert!(down.reason.contains("5m scale-down stabilization"), "{}", down.reason);
-    // 50 % per minute at most, and it ends at the minimum.
+    // 50 % per minute at most (half rounded up, as the HPA removes: 37 → 18), and it ends at
+    // the minimum.
     for w in ds.windows(5) {
         assert!(
-            w[4].desired.workers * 2 >= w[0].desired.workers,
+            w[4].desired.workers >= w[0].desired.workers / 2,
             "{} → {}",
             w[0].desired.workers,
             w[4].desired.workers
@@ -183,7 +185,7 @@ fn a_scale_down_held_by_stabilization_or_a_disabled_policy_is_reported_as_held_b
     let mut disabled = orders_policy();
     disabled.scale_down.select = SelectPolicy::Disabled;
     let ds = run(&disabled, start, 60, |_, cur| readings_at(&disabled, &[0.3, 0.3, 0.3], cur));
-    assert!(ds.iter().all(|d| d.action != Action::ScaleDown));
+    assert!(ds.iter().all(|d| d.action != Action::ScaleDown), "{:?}", first_action(&ds, Action::ScaleDown));
     assert!(ds.last().unwrap().scale_down_held_back());
 }
 
@@ -546,7 +548,7 @@ fn gate_readings(values: &[Option<f64>]) -> Vec<Reading> {
 #[test]
 fn a_ceiling_forces_a_scale_up_the_weighted_score_would_hide() {
     // Experience alone at 1.6×: the score is 0.4 × 0.9 + 0.35 × 0.9 + 0.25 × 1.6 = 1.075, inside
-    // the band; experience's ceiling (1.2 for 90 s in the example) forces workers to bring it
+    // the band; experience's ceiling (1.1 for 90 s in the example) forces workers to bring it
     // back to target.
     let p = orders_policy();
     let ds = run(&p, at_min(), 30, |_, cur| readings_at(&p, &[0.9, 0.9, 1.6], cur));
@@ -556,13 +558,57 @@ fn a_ceiling_forces_a_scale_up_the_weighted_score_would_hide() {
     assert_eq!(up.ceilings.len(), 1);
     assert_eq!(up.ceilings[0].dimension, "experience");
     assert_eq!(up.desired.workers, 20, "ceil(12 × 1.6): experience back to target");
-    assert!(up.reason.contains("experience held at 1.60× is above its ceiling 1.20"), "{}", up.reason);
+    assert!(up.reason.contains("experience held at 1.60× is above its ceiling 1.10"), "{}", up.reason);
     // With the default ceilingFor (the whole 5m window) and the default ceiling 1.5.
     let mut p = orders_policy_with_full_ceiling_windows();
     p.dimensions[2].ceiling = Some(crate::crd::DEFAULT_CEILING);
     let ds = run(&p, at_min(), 30, |_, cur| readings_at(&p, &[0.9, 0.9, 1.6], cur));
     let up = first_action(&ds, Action::ScaleUp).expect("the default ceiling scales up");
     assert_eq!(up.time, 300.0, "once experience's 5m window is held");
+}
+
+#[test]
+fn a_ceiling_breach_sizes_for_the_windows_highest_ratio_not_the_latest() {
+    // Experience noisy, 1.6× for a minute then 1.3×: held above its ceiling 1.1 for 90 s at
+    // 1:30, when the latest reading is 1.3×. Sized to the latest (16 workers), the next 1.6×
+    // reading is over the ceiling again; sized to the window's highest (1.6×) it is not.
+    let p = orders_policy();
+    let ds = run(&p, at_min(), 8, |t, cur| readings_at(&p, &[0.9, 0.9, if t < 60.0 { 1.6 } else { 1.3 }], cur));
+    let up = first_action(&ds, Action::ScaleUp).expect("the ceiling scales up");
+    assert_eq!(up.time, 90.0);
+    assert_eq!(up.dimensions[2].ratio, Some(1.3));
+    assert_eq!(up.ceilings[0].replicas, 20, "ceil(12 × 1.6)");
+    assert_eq!(up.desired.workers, 20);
+}
+
+#[test]
+fn a_scale_up_never_stops_below_what_keeps_each_dimension_under_its_ceiling() {
+    // Orders held at 1.2× force workers up (business's ceiling 1.0: ceil(12 × 1.2) = 15), while
+    // experience swings between 1.0× and 1.5× (never held over its ceiling 1.1). A scale-up to
+    // 15 would leave experience's recent peak at 1.5 × 12 ÷ 15 = 1.2×, over the ceiling, and the
+    // next swing would add workers again: the scale-up goes to ceil(12 × 1.5 ÷ 1.1) = 17.
+    let p = orders_policy();
+    let swing = |t: f64| if (t / 30.0).floor() as i64 % 2 == 0 { 1.5 } else { 1.0 };
+    let ds = run(&p, at_min(), 12, |t, cur| readings_at(&p, &[1.2, 0.9, swing(t)], cur));
+    let up = first_action(&ds, Action::ScaleUp).expect("business's ceiling scales up");
+    assert_eq!(up.time, 120.0, "once business is held for its 2m");
+    assert_eq!(up.ceilings.len(), 1, "{:?}", up.ceilings);
+    assert_eq!(up.ceilings[0].replicas, 15);
+    assert_eq!(up.desired.workers, 17, "{}", up.reason);
+}
+
+#[test]
+fn a_broker_removal_stops_at_what_the_workers_that_stay_need() {
+    // Low load: the bound asks for 3 brokers, but the workers' scale-down is disabled and 40
+    // workers stay, which need 8 brokers at 5 per broker.
+    let mut p = orders_policy();
+    p.scale_down.select = SelectPolicy::Disabled;
+    let ds = run(&p, Replicas { brokers: 8, workers: 40 }, 60, |_, cur| readings_at(&p, &[0.3, 0.3, 0.3], cur));
+    assert!(
+        ds.iter().all(|d| d.desired == Replicas { brokers: 8, workers: 40 }),
+        "{:?}",
+        first_action(&ds, Action::ScaleDown)
+    );
 }
 
 #[test]
