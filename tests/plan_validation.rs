@@ -281,9 +281,9 @@ fn gates_follow_the_same_name_rules_as_clusters() {
 fn unknown_fields_give_line_and_one_path_style() {
     let e = error_of(&with("      for: 5m\n", "      for: 5m\n      baz: 1\n"));
     assert!(e.contains("spec.dimensions[2].baz"), "{e}");
-    assert!(e.contains("line 55"), "{e}");
+    assert!(e.contains("line 62"), "{e}");
     let e = error_of(&with("tolerance: 0.1", "tolerance: 0.1\n    tolerence: 0.2"));
-    assert!(e.contains("spec.scaling.tolerence") && e.contains("line 59"), "{e}");
+    assert!(e.contains("spec.scaling.tolerence") && e.contains("line 72"), "{e}");
 }
 
 mod plan_gen;
