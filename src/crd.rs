@@ -155,7 +155,8 @@ pub struct ClusterSpec {
     #[x_kube(validation = Rule::new("self >= 1 && self <= 1000").message("weight must be between 1 and 1000"))]
     pub weight: i32,
     /// The entry in the route that carries this cluster's traffic: a backendRef name (Gateway
-    /// API) or a destination host (Istio).
+    /// API), a destination host (Istio), or the `setIdentifier` of its weighted record (every
+    /// endpoint of the ExternalDNS DNSEndpoint with that set identifier).
     #[schemars(length(min = 1, max = 253))]
     pub backend: String,
     /// When the cluster counts as failed.
@@ -210,7 +211,7 @@ pub struct TrafficSpec {
 /// Exactly one route kind.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.httpRoute) != has(self.virtualService)").message("set exactly one of router.httpRoute and router.virtualService"))]
+#[x_kube(validation = Rule::new("(has(self.httpRoute) ? 1 : 0) + (has(self.virtualService) ? 1 : 0) + (has(self.dnsEndpoint) ? 1 : 0) == 1").message("set exactly one of router.httpRoute, router.virtualService and router.dnsEndpoint"))]
 pub struct RouterSpec {
     /// A Gateway API HTTPRoute in the plan's namespace: the backendRef weights of one rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -218,6 +219,38 @@ pub struct RouterSpec {
     /// An Istio VirtualService in the plan's namespace: the destination weights of one http route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub virtual_service: Option<RouteRef>,
+    /// An ExternalDNS DNSEndpoint (externaldns.k8s.io/v1alpha1) in the plan's namespace: the
+    /// weights of its weighted records, one set identifier per cluster (`clusters[].backend`).
+    /// DNS moves traffic only as fast as resolvers forget the old answer: keep
+    /// `failback.stepInterval` at or above the records' TTL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_endpoint: Option<DnsEndpointRef>,
+}
+
+/// An ExternalDNS DNSEndpoint whose weighted records carry the clusters' traffic.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DnsEndpointRef {
+    /// Name of the DNSEndpoint.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The `providerSpecific` property that holds an endpoint's weight, which depends on the DNS
+    /// provider (default `aws/weight`, Route 53's weighted routing).
+    #[serde(default = "default_weight_property")]
+    #[schemars(length(min = 1, max = 253))]
+    pub weight_property: String,
+    /// The records' TTL when the endpoints do not set `recordTTL` (the provider's default;
+    /// Go duration). Used only to warn when `failback.stepInterval` is shorter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') && duration(self) <= duration('48h')").message("ttl must be a Go duration of at most 48h, such as 60s"))]
+    pub ttl: Option<GoDuration>,
+}
+
+/// The default `providerSpecific` property name of a DNS record's weight.
+pub const DEFAULT_WEIGHT_PROPERTY: &str = "aws/weight";
+
+fn default_weight_property() -> String {
+    DEFAULT_WEIGHT_PROPERTY.to_string()
 }
 
 /// A route object and which of its rules carries the plan's traffic.
@@ -284,7 +317,29 @@ pub struct FailbackSpec {
     #[schemars(length(max = 8))]
     #[x_kube(validation = Rule::new("self.all(g, self.filter(h, h.name == g.name).size() == 1)").message("gate names must be unique: rename the duplicate gate"))]
     pub gates: Vec<GateSpec>,
+    /// `Automatic` (default): failback starts when the hold-down ends. `Manual`: it waits at the
+    /// end of the hold-down until an admin approves it with
+    /// `kubectl annotate fulfillmentplan NAME fulfillment.dev/approve-failback=CLUSTER` (a
+    /// comma-separated list approves several). An approval is used once: it must be given after
+    /// the cluster failed, so an annotation left from an earlier failback does not approve a
+    /// later one (remove it and annotate again).
+    #[serde(default)]
+    pub approval: FailbackApproval,
 }
+
+/// Who starts a failback once the hold-down is over.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum FailbackApproval {
+    /// Failback starts as soon as the hold-down ends.
+    #[default]
+    Automatic,
+    /// Failback waits for the `fulfillment.dev/approve-failback` annotation.
+    Manual,
+}
+
+/// The annotation that approves a waiting failback: its value names the clusters
+/// (comma-separated).
+pub const APPROVE_FAILBACK_ANNOTATION: &str = "fulfillment.dev/approve-failback";
 
 fn default_hold_down() -> GoDuration {
     GoDuration::from_secs(120)
@@ -303,6 +358,7 @@ impl Default for FailbackSpec {
             steps: default_steps(),
             step_interval: default_step_interval(),
             gates: Vec::new(),
+            approval: FailbackApproval::Automatic,
         }
     }
 }
@@ -1065,4 +1121,11 @@ pub struct ClusterStatus {
     /// Reported; the operator keeps its own copy in `traffic.memory`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prescaled_from: Option<i32>,
+    /// What failback waits for, when it waits for an admin (`failback.approval: Manual`): the
+    /// command that approves it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
+    /// Since when failback has been waiting for approval (the end of the hold-down).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_since: Option<Time>,
 }

@@ -181,6 +181,9 @@ fn main() -> ExitCode {
             write_stdout(&text)
         }
         Command::Validate { plan } => plan::load(&plan).map_err(|e| e.to_string()).and_then(|p| {
+            for warning in plan::warnings(&p) {
+                eprintln!("warning: {warning}");
+            }
             write_stdout(&format!(
                 "{}: valid FulfillmentPlan {:?}\n",
                 plan.display(),

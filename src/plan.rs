@@ -154,6 +154,34 @@ pub fn validate(plan: &FulfillmentPlan) -> Result<(), PlanError> {
     if violations.is_empty() { Ok(()) } else { Err(PlanError::Invalid(violations)) }
 }
 
+/// Advice about a valid plan: settings the API server accepts that will not behave as one may
+/// expect. `validate` prints them as warnings; they never make a plan invalid.
+pub fn warnings(plan: &FulfillmentPlan) -> Vec<Violation> {
+    let mut out = Vec::new();
+    if let Some(traffic) = &plan.spec.traffic
+        && let Some(dns) = &traffic.router.dns_endpoint
+        && let Some(message) =
+            dns_ttl_problem(dns.ttl.map(|t| t.as_secs_f64()), traffic.failback.step_interval.as_secs_f64())
+    {
+        out.push(Violation { field: "spec.traffic.failback.stepInterval".into(), message });
+    }
+    out
+}
+
+/// Why a DNS router's failback steps outpace its records: the TTL (seconds, when known) is
+/// longer than a step, so resolvers still answer with an older step's weights when the gates
+/// judge the next. None when the TTL is unknown or at most the step interval.
+pub fn dns_ttl_problem(ttl: Option<f64>, step_interval: f64) -> Option<String> {
+    let ttl = ttl?;
+    (ttl > step_interval).then(|| {
+        format!(
+            "the DNS records' TTL ({}) is longer than failback.stepInterval ({}): resolvers keep the old weights for up to a TTL, so each step is judged before it has fully taken effect; set stepInterval to at least the TTL, or lower the records' recordTTL",
+            crate::engine::secs_text(ttl),
+            crate::engine::secs_text(step_interval)
+        )
+    })
+}
+
 /// Only the rules the API server applies (the object's name, the schema, then CEL), for
 /// comparing verdicts with a real API server: no PromQL check, and no finiteness check (JSON
 /// cannot carry a NaN to the server).

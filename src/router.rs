@@ -1,11 +1,12 @@
 //! Traffic routers: where failover sets the weight of each cluster's backend. One small trait,
 //! one implementation per kind of route (Flagger's router shape: read routes, set routes).
 //!
-//! The controller's failover (`controller/failover.rs`) reads and sets routes through the trait;
-//! a DNS router would be a third implementation.
+//! The controller's failover (`controller/failover.rs`) reads and sets routes through the trait:
+//! [`WeightedRoute`] for Gateway API HTTPRoutes and Istio VirtualServices, [`DnsWeights`] for
+//! ExternalDNS DNSEndpoint weighted records, and [`Router`] to hold whichever the plan names.
 //!
-//! Both routers change only the `weight` of the entries that belong to the plan's clusters, with a
-//! JSON patch whose `test` operations pin each entry's identity and the object's
+//! Every router changes only the weights of the entries that belong to the plan's clusters, with
+//! a JSON patch whose `test` operations pin each entry's identity and the object's
 //! `resourceVersion`: if anyone reordered or changed the route since it was read, the patch is
 //! refused (409/422) instead of moving traffic to the wrong backend.
 
@@ -233,5 +234,215 @@ impl TrafficRouter for WeightedRoute {
         let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_string()), ..Default::default() };
         self.api.patch(&self.name, &params, &Patch::Json::<()>(patch)).await.map_err(|e| self.api_error(e))?;
         Ok(())
+    }
+}
+
+const DNS_ENDPOINT: &str = "DNSEndpoint";
+
+/// The weighted records of an ExternalDNS `DNSEndpoint` (`externaldns.k8s.io/v1alpha1`): cluster
+/// `i` is every endpoint in `spec.endpoints` whose `setIdentifier` is `set_identifiers[i]` (an
+/// A and an AAAA record of one set get the same weight), and its weight is the endpoint's
+/// `providerSpecific` property named `weight_property` (a string, as ExternalDNS keeps it: an
+/// integer such as `"50"`). A set without the property reads as weight 1, ExternalDNS's
+/// unweighted record, so the first decision writes the plan's weights.
+pub struct DnsWeights {
+    api: Api<DynamicObject>,
+    namespace: String,
+    name: String,
+    weight_property: String,
+    set_identifiers: Vec<String>,
+}
+
+/// What a DNSEndpoint holds for the plan's clusters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsReading {
+    /// Per cluster, the weight of its set.
+    pub weights: Vec<u32>,
+    /// The largest `recordTTL` among the plan's endpoints, seconds (None: none set one).
+    pub max_ttl: Option<u64>,
+}
+
+impl DnsWeights {
+    /// The DNSEndpoint `name` in `namespace`; `set_identifiers` in plan order.
+    pub fn new(
+        client: kube::Client,
+        namespace: &str,
+        name: &str,
+        weight_property: &str,
+        set_identifiers: Vec<String>,
+    ) -> Self {
+        let ar = ApiResource::from_gvk(&GroupVersionKind::gvk("externaldns.k8s.io", "v1alpha1", DNS_ENDPOINT));
+        Self {
+            api: Api::namespaced_with(client, namespace, &ar),
+            namespace: namespace.into(),
+            name: name.into(),
+            weight_property: weight_property.into(),
+            set_identifiers,
+        }
+    }
+
+    fn error(&self, source: kube::Error) -> RouterError {
+        match &source {
+            kube::Error::Api(s) if s.code == 404 => {
+                RouterError::NotFound { kind: DNS_ENDPOINT, namespace: self.namespace.clone(), name: self.name.clone() }
+            }
+            _ => RouterError::Api {
+                kind: DNS_ENDPOINT,
+                namespace: self.namespace.clone(),
+                name: self.name.clone(),
+                source,
+            },
+        }
+    }
+
+    fn shape(&self, detail: String) -> RouterError {
+        RouterError::Shape { kind: DNS_ENDPOINT, namespace: self.namespace.clone(), name: self.name.clone(), detail }
+    }
+
+    /// The endpoints, the object's resourceVersion, and per cluster the indices of its endpoints.
+    async fn locate(&self) -> Result<(Vec<Value>, String, Vec<Vec<usize>>), RouterError> {
+        let object = self.api.get(&self.name).await.map_err(|e| self.error(e))?;
+        let version = object.metadata.resource_version.clone().unwrap_or_default();
+        let endpoints = object
+            .data
+            .pointer("/spec/endpoints")
+            .and_then(Value::as_array)
+            .cloned()
+            .ok_or_else(|| self.shape("has no spec.endpoints".into()))?;
+        let mut sets = Vec::with_capacity(self.set_identifiers.len());
+        for id in &self.set_identifiers {
+            let found: Vec<usize> = endpoints
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.get("setIdentifier").and_then(Value::as_str) == Some(id.as_str()))
+                .map(|(i, _)| i)
+                .collect();
+            if found.is_empty() {
+                return Err(self.shape(format!(
+                    "no endpoint with setIdentifier {id:?}: set clusters[].backend to the set identifier of that cluster's record"
+                )));
+            }
+            sets.push(found);
+        }
+        Ok((endpoints, version, sets))
+    }
+
+    /// The index of the weight property in an endpoint's `providerSpecific`, if it has one.
+    fn property_index(&self, endpoint: &Value) -> Option<usize> {
+        endpoint
+            .get("providerSpecific")
+            .and_then(Value::as_array)?
+            .iter()
+            .position(|p| p.get("name").and_then(Value::as_str) == Some(self.weight_property.as_str()))
+    }
+
+    /// An endpoint's weight, or why it has none usable.
+    fn weight_of(&self, endpoint: &Value) -> Result<u32, String> {
+        let Some(k) = self.property_index(endpoint) else { return Ok(1) };
+        let value = endpoint["providerSpecific"][k].get("value").and_then(Value::as_str).unwrap_or("");
+        value.trim().parse::<u32>().map_err(|_| {
+            format!(
+                "endpoint {:?} has {} {value:?}, not a whole number",
+                endpoint.get("setIdentifier").and_then(Value::as_str).unwrap_or(""),
+                self.weight_property
+            )
+        })
+    }
+
+    /// Each cluster's weight and the largest record TTL of the plan's endpoints.
+    pub async fn read(&self) -> Result<DnsReading, RouterError> {
+        let (endpoints, _, sets) = self.locate().await?;
+        let mut weights = Vec::with_capacity(sets.len());
+        for (set, id) in sets.iter().zip(&self.set_identifiers) {
+            let each = set
+                .iter()
+                .map(|i| self.weight_of(&endpoints[*i]))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|detail| self.shape(detail))?;
+            if each.iter().any(|w| *w != each[0]) {
+                return Err(self.shape(format!(
+                    "the endpoints with setIdentifier {id:?} disagree on {} ({each:?}): give them one weight",
+                    self.weight_property
+                )));
+            }
+            weights.push(each[0]);
+        }
+        let max_ttl = sets
+            .iter()
+            .flatten()
+            .filter_map(|i| endpoints[*i].get("recordTTL").and_then(Value::as_u64))
+            .filter(|ttl| *ttl > 0)
+            .max();
+        Ok(DnsReading { weights, max_ttl })
+    }
+}
+
+impl TrafficRouter for DnsWeights {
+    async fn get_routes(&self) -> Result<Vec<u32>, RouterError> {
+        Ok(self.read().await?.weights)
+    }
+
+    async fn set_routes(&self, weights: &[u32]) -> Result<(), RouterError> {
+        if weights.len() != self.set_identifiers.len() {
+            return Err(self.shape(format!(
+                "{} weights for {} set identifiers",
+                weights.len(),
+                self.set_identifiers.len()
+            )));
+        }
+        if weights.iter().all(|w| *w == 0) {
+            return Err(self.shape("refusing to set every record's weight to 0".into()));
+        }
+        let (endpoints, version, sets) = self.locate().await?;
+        let mut ops = vec![json!({"op": "test", "path": "/metadata/resourceVersion", "value": version})];
+        for ((set, id), weight) in sets.iter().zip(&self.set_identifiers).zip(weights) {
+            for i in set {
+                let at = format!("/spec/endpoints/{i}");
+                ops.push(json!({"op": "test", "path": format!("{at}/setIdentifier"), "value": id}));
+                let property = json!({"name": self.weight_property, "value": weight.to_string()});
+                match (self.property_index(&endpoints[*i]), endpoints[*i].get("providerSpecific")) {
+                    (Some(k), _) => {
+                        let p = format!("{at}/providerSpecific/{k}");
+                        ops.push(json!({"op": "test", "path": format!("{p}/name"), "value": self.weight_property}));
+                        ops.push(json!({"op": "add", "path": format!("{p}/value"), "value": weight.to_string()}));
+                    }
+                    (None, Some(Value::Array(_))) => {
+                        ops.push(json!({"op": "add", "path": format!("{at}/providerSpecific/-"), "value": property}));
+                    }
+                    (None, _) => {
+                        ops.push(json!({"op": "add", "path": format!("{at}/providerSpecific"), "value": [property]}));
+                    }
+                }
+            }
+        }
+        let patch: json_patch::Patch =
+            serde_json::from_value(Value::Array(ops)).map_err(|e| self.shape(e.to_string()))?;
+        let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_string()), ..Default::default() };
+        self.api.patch(&self.name, &params, &Patch::Json::<()>(patch)).await.map_err(|e| self.error(e))?;
+        Ok(())
+    }
+}
+
+/// The router a plan names: a route's backend weights or a DNSEndpoint's record weights.
+pub enum Router {
+    /// Gateway API HTTPRoute or Istio VirtualService.
+    Route(WeightedRoute),
+    /// ExternalDNS DNSEndpoint.
+    Dns(DnsWeights),
+}
+
+impl TrafficRouter for Router {
+    async fn get_routes(&self) -> Result<Vec<u32>, RouterError> {
+        match self {
+            Router::Route(r) => r.get_routes().await,
+            Router::Dns(r) => r.get_routes().await,
+        }
+    }
+
+    async fn set_routes(&self, weights: &[u32]) -> Result<(), RouterError> {
+        match self {
+            Router::Route(r) => r.set_routes(weights).await,
+            Router::Dns(r) => r.set_routes(weights).await,
+        }
     }
 }

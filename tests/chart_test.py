@@ -112,9 +112,15 @@ def test_rbac_is_scoped_by_the_values():
     grants = granted(docs)
     assert not any(r == "secrets" for _, r, _ in grants)
     assert not any(r == "leases" for _, r, _ in grants)
-    assert not any(r in ("httproutes", "virtualservices") for _, r, _ in grants)
+    assert not any(r in ("httproutes", "virtualservices", "dnsendpoints") for _, r, _ in grants)
     docs, _ = render({"rbac": {"routers": {"istio": True}}})
     assert ("networking.istio.io", "virtualservices", "patch") in granted(docs)
+    assert not any(r == "dnsendpoints" for _, r, _ in granted(docs)), "each router is granted on its own"
+    docs, _ = render({"rbac": {"routers": {"externalDNS": True}}})
+    grants = granted(docs)
+    assert {("externaldns.k8s.io", "dnsendpoints", v) for v in ("get", "patch")} <= grants
+    assert not any(r in ("httproutes", "virtualservices") for _, r, _ in grants)
+    assert not any(r == "dnsendpoints" and v not in ("get", "patch") for _, r, v in grants)
     # Namespaced install: Roles in the watched namespaces only, no ClusterRole.
     docs, _ = render({"watchNamespaces": ["orders", "payments"]})
     assert of_kind(docs, "ClusterRole") == []

@@ -37,6 +37,20 @@ async fn world() -> World {
 }
 
 async fn world_with(remote_cp: &ControlPlane) -> World {
+    world_routed(remote_cp, Routing::HttpRoute).await
+}
+
+/// How the world's traffic is steered.
+#[derive(Clone, Copy, PartialEq)]
+enum Routing {
+    /// A Gateway API HTTPRoute; failback automatic.
+    HttpRoute,
+    /// ExternalDNS DNSEndpoint weighted records (set identifiers eu, us) under ExternalDNS's own
+    /// CRD; failback waits for an admin's approval.
+    DnsManual,
+}
+
+async fn world_routed(remote_cp: &ControlPlane, routing: Routing) -> World {
     let exporter = Exporter::start();
     metrics(&exporter, 0.05, 0.05, 0.0);
     let prometheus = Prometheus::scraping(&[exporter.target()]);
@@ -72,6 +86,22 @@ async fn world_with(remote_cp: &ControlPlane) -> World {
             "failback": {"holdDown": "4s", "steps": [1, 5, 25, 50, 100], "stepInterval": "1s",
                          "gates": [{"name": "errors", "query": "max(error_ratio)", "max": 0.01, "for": "1s"}]}}
     }});
+    let mut plan = plan;
+    if routing == Routing::DnsManual {
+        support::ensure_crd(cp, &support::external_dns_crd());
+        let record = |set: &str, ip: &str| {
+            json!({"dnsName": "checkout.shop.example", "recordType": "A", "targets": [ip], "setIdentifier": set, "recordTTL": 1,
+                   "providerSpecific": [{"name": "aws/weight", "value": "50"}]})
+        };
+        local.kube.create(json!({"apiVersion": "externaldns.k8s.io/v1alpha1", "kind": "DNSEndpoint",
+            "metadata": {"name": "checkout", "namespace": ns},
+            "spec": {"endpoints": [record("eu", "192.0.2.10"), record("us", "192.0.2.20")]}}));
+        let traffic = &mut plan["spec"]["traffic"];
+        traffic["router"] = json!({"dnsEndpoint": {"name": "checkout"}});
+        traffic["failback"]["approval"] = json!("Manual");
+        plan["spec"]["clusters"][0]["backend"] = json!("eu");
+        plan["spec"]["clusters"][1]["backend"] = json!("us");
+    }
     local.kube.create(plan);
     support::wait_for("first scrape", Duration::from_secs(20), || {
         support::http_get(&prometheus.addr, "/api/v1/query?query=max(error_ratio)")
@@ -92,6 +122,16 @@ impl World {
             .unwrap()
             .iter()
             .map(|b| b["weight"].as_u64().unwrap_or(0))
+            .collect()
+    }
+    /// The DNSEndpoint's weights of eu and us.
+    fn dns_weights(&self) -> Vec<u64> {
+        let d = self.local.kube.get("externaldns.k8s.io/v1alpha1", "DNSEndpoint", Some(self.ns()), "checkout").unwrap();
+        d["spec"]["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["providerSpecific"][0]["value"].as_str().and_then(|v| v.parse().ok()).unwrap_or(0))
             .collect()
     }
     fn remote_workers(&self) -> u64 {
@@ -279,4 +319,57 @@ async fn an_operator_restarted_mid_failback_resumes_at_the_same_step() {
         after.iter().all(|eu| *eu >= weight_before),
         "never back below {weight_before} after the restart: {after:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_weights_fail_over_and_a_manual_failback_waits_for_the_admins_approval() {
+    let w = world_routed(ControlPlane::shared_remote(), Routing::DnsManual).await;
+    let op = start(&w).await;
+    assert_eq!(w.dns_weights(), [50, 50]);
+
+    metrics(&w.exporter, 0.5, 0.05, 0.0);
+    until("DNS weights shifted", Duration::from_secs(20), &op, || w.dns_weights() == [15, 85]).await;
+    assert_eq!(w.remote_workers(), 21, "survivors first, as with any router");
+
+    // Recovered: the hold-down (4 s) passes, then it waits, saying for what.
+    metrics(&w.exporter, 0.05, 0.05, 0.0);
+    until("waiting for approval", Duration::from_secs(20), &op, || w.cluster("eu")["waitingFor"].is_string()).await;
+    let eu = w.cluster("eu");
+    assert_eq!(eu["phase"], "Failed");
+    let waiting = eu["waitingFor"].as_str().unwrap();
+    assert!(
+        waiting.contains(&format!(
+            "kubectl -n {} annotate fulfillmentplan checkout fulfillment.dev/approve-failback=eu",
+            w.ns()
+        )),
+        "{waiting}"
+    );
+    assert!(eu["waitingSince"].is_string(), "{eu}");
+    until("awaiting event", Duration::from_secs(5), &op, || !w.events("FailbackAwaitingApproval").is_empty()).await;
+    // Nothing returns on its own, however long it waits.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(w.dns_weights(), [15, 85]);
+    assert_eq!(w.cluster("eu")["phase"], "Failed");
+    assert!(w.events("FailbackApproved").is_empty());
+
+    let (ok, _, err) = w.local.kubectl(&[
+        "-n",
+        w.ns(),
+        "annotate",
+        "fulfillmentplan",
+        "checkout",
+        "fulfillment.dev/approve-failback=eu",
+    ]);
+    assert!(ok, "{err}");
+    until("failback completed", Duration::from_secs(40), &op, || {
+        w.dns_weights() == [50, 50] && w.cluster("eu")["phase"] == "Healthy"
+    })
+    .await;
+    until("approval event", Duration::from_secs(5), &op, || !w.events("FailbackApproved").is_empty()).await;
+    let note = w.events("FailbackApproved")[0]["note"].as_str().unwrap().to_string();
+    assert!(note.contains("after the hold-down ended"), "{note}");
+    assert!(w.cluster("eu")["waitingFor"].is_null());
+    // The DNSEndpoint was read and patched as the chart's ServiceAccount.
+    let calls = w.local.proxy.requests();
+    assert!(calls.iter().any(|r| r.method == "PATCH" && r.path.contains("/dnsendpoints/checkout") && r.status == 200));
 }

@@ -333,3 +333,55 @@ fn a_query_the_promql_parser_panics_on_is_refused_like_any_invalid_query() {
     let e = error_of(&with("query: ", "query: 'sum(up offset 1e30)' #"));
     assert!(e.contains("spec.dimensions[0].query: query is not valid PromQL"), "{e}");
 }
+
+#[test]
+fn exactly_one_router_is_required() {
+    let message = "set exactly one of router.httpRoute, router.virtualService and router.dnsEndpoint";
+    let two = failover_with(
+        "      httpRoute: {name: checkout, index: 0}\n",
+        "      httpRoute: {name: checkout, index: 0}\n      dnsEndpoint: {name: checkout}\n",
+    );
+    let e = error_of(&two);
+    assert!(e.contains("spec.traffic.router") && e.contains(message), "{e}");
+    let none = failover_with("      httpRoute: {name: checkout, index: 0}\n", "      {}\n");
+    assert!(error_of(&none).contains(message));
+    let dns = failover_with("      httpRoute: {name: checkout, index: 0}\n", "      dnsEndpoint: {name: checkout}\n");
+    let p = plan::parse(&dns).expect("a DNS router alone is valid");
+    let router = p.spec.traffic.unwrap().router.dns_endpoint.unwrap();
+    assert_eq!(router.weight_property, "aws/weight", "Route 53's property by default");
+    assert_eq!(router.ttl, None);
+    let e = error_of(&failover_with(
+        "      httpRoute: {name: checkout, index: 0}\n",
+        "      dnsEndpoint: {name: checkout, ttl: 60 seconds}\n",
+    ));
+    assert!(e.contains("spec.traffic.router.dnsEndpoint.ttl"), "{e}");
+}
+
+#[test]
+fn a_dns_ttl_longer_than_a_failback_step_is_warned_about_not_refused() {
+    let dns = |ttl: &str| {
+        let text = failover_with(
+            "      httpRoute: {name: checkout, index: 0}\n",
+            &format!("      dnsEndpoint: {{name: checkout, ttl: {ttl}}}\n"),
+        );
+        plan::warnings(&plan::parse(&text).expect("valid"))
+    };
+    let warned = dns("5m");
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert_eq!(warned[0].field, "spec.traffic.failback.stepInterval");
+    assert!(warned[0].message.contains("TTL (5m) is longer than failback.stepInterval (1m)"), "{}", warned[0]);
+    assert!(dns("60s").is_empty(), "a TTL equal to the step is fine");
+    assert!(dns("30s").is_empty());
+    assert!(plan::warnings(&plan::parse(FAILOVER).unwrap()).is_empty(), "no DNS router, no warning");
+}
+
+#[test]
+fn failback_approval_is_automatic_or_manual() {
+    let p = plan::parse(FAILOVER).unwrap();
+    assert_eq!(p.spec.traffic.unwrap().failback.approval, fulfillment_operator::crd::FailbackApproval::Automatic);
+    let manual = failover_with("      stepInterval: 1m\n", "      stepInterval: 1m\n      approval: Manual\n");
+    let p = plan::parse(&manual).expect("Manual is valid");
+    assert_eq!(p.spec.traffic.unwrap().failback.approval, fulfillment_operator::crd::FailbackApproval::Manual);
+    let e = error_of(&failover_with("      stepInterval: 1m\n", "      stepInterval: 1m\n      approval: ask\n"));
+    assert!(e.contains("spec.traffic.failback.approval") && e.contains("Manual"), "{e}");
+}

@@ -12,14 +12,16 @@ use kube::{Client, ResourceExt};
 
 use super::Context;
 use super::targets::TargetError;
-use crate::crd::{ClusterSpec, ClusterStatus, FulfillmentPlan, ScaleTargetRef, TrafficStatus};
+use crate::crd::{
+    APPROVE_FAILBACK_ANNOTATION, ClusterSpec, ClusterStatus, FulfillmentPlan, ScaleTargetRef, TrafficStatus,
+};
 use crate::engine::EventReason;
 use crate::engine::failover::{
     self, Applied, ClusterReading, FailoverDecision, FailoverEvent, FailoverReadings, Settled,
 };
 use crate::engine::traffic::{TrafficMemory, TrafficPolicy};
 use crate::prometheus::PrometheusSource;
-use crate::router::{RouterError, TrafficRouter, WeightedRoute};
+use crate::router::{DnsWeights, Router, RouterError, TrafficRouter, WeightedRoute};
 use crate::time::to_time;
 
 /// Kubeconfig Secrets are re-read this often (a changed Secret rebuilds its client).
@@ -129,7 +131,7 @@ struct Clusters<'a> {
     ctx: &'a Context,
     scope: &'a Scope<'a>,
     clients: &'a [Option<Client>],
-    router: Option<&'a WeightedRoute>,
+    router: Option<&'a Router>,
 }
 
 impl Actuator for Clusters<'_> {
@@ -153,7 +155,7 @@ impl Actuator for Clusters<'_> {
 struct Fetched {
     readings: FailoverReadings,
     clients: Vec<Option<Client>>,
-    router: Option<WeightedRoute>,
+    router: Option<Router>,
     warnings: Vec<FailoverEvent>,
 }
 
@@ -197,15 +199,29 @@ async fn fetch(ctx: &Context, scope: &Scope<'_>) -> Fetched {
         gates.push(value);
     }
     let router = router_for(ctx, scope);
-    let route = match &router {
-        Some(r) => r
-            .get_routes()
-            .await
-            .map_err(|e| warnings.push(warning(EventReason::RouteUnavailable, None, e.to_string())))
-            .ok(),
-        None => None,
+    let read = match &router {
+        Some(Router::Dns(dns)) => dns.read().await.map(|r| {
+            if let Some(note) = dns_ttl_warning(spec, r.max_ttl) {
+                warnings.push(warning(EventReason::DnsTtlAboveStepInterval, None, note));
+            }
+            r.weights
+        }),
+        Some(r) => r.get_routes().await,
+        None => Ok(Vec::new()),
     };
-    Fetched { readings: FailoverReadings { clusters, gates, route }, clients, router, warnings }
+    let route = match (&router, read) {
+        (Some(_), Ok(weights)) => Some(weights),
+        (Some(_), Err(e)) => {
+            warnings.push(warning(EventReason::RouteUnavailable, None, e.to_string()));
+            None
+        }
+        (None, _) => None,
+    };
+    let approvals = failover::approvals(
+        scope.policy,
+        scope.plan.metadata.annotations.as_ref().and_then(|a| a.get(APPROVE_FAILBACK_ANNOTATION)).map(String::as_str),
+    );
+    Fetched { readings: FailoverReadings { clusters, gates, route, approvals }, clients, router, warnings }
 }
 
 /// Survivors first; the route only if every raise was made; then restores.
@@ -281,6 +297,8 @@ fn report(
                 route_weight: readings.route.as_ref().and_then(|w| w.get(i)).map(|w| *w as i32),
                 workers: changed.map(|r| r.to).or(reading.workers).map(|w| w as i32),
                 prescaled_from: settled.memory.raised_from().get(i).copied().flatten().map(|v| v as i32),
+                waiting_for: decision.waiting.get(i).copied().flatten().map(|w| waiting_for(plan, &c.name, w.stale)),
+                waiting_since: decision.waiting.get(i).copied().flatten().and_then(|w| to_time(w.since)),
             }
         })
         .collect();
@@ -293,6 +311,19 @@ fn report(
     }
 }
 
+/// What a failback waiting for approval waits for, as the command that gives it.
+fn waiting_for(plan: &FulfillmentPlan, cluster: &str, stale: bool) -> String {
+    let name = plan.metadata.name.as_deref().unwrap_or_default();
+    let ns = plan.metadata.namespace.as_deref().map(|n| format!(" -n {n}")).unwrap_or_default();
+    if stale {
+        format!(
+            "approval: {APPROVE_FAILBACK_ANNOTATION} names {cluster} from before this failure, which approves nothing; remove it (kubectl{ns} annotate fulfillmentplan {name} {APPROVE_FAILBACK_ANNOTATION}-) and approve again"
+        )
+    } else {
+        format!("approval: kubectl{ns} annotate fulfillmentplan {name} {APPROVE_FAILBACK_ANNOTATION}={cluster}")
+    }
+}
+
 fn workers_ref(plan: &FulfillmentPlan, cluster: &ClusterSpec) -> ScaleTargetRef {
     let mut target = plan.spec.workloads.workers.target_ref.clone();
     if let Some(name) = &cluster.workers_name {
@@ -301,19 +332,35 @@ fn workers_ref(plan: &FulfillmentPlan, cluster: &ClusterSpec) -> ScaleTargetRef 
     target
 }
 
-fn router_for(ctx: &Context, scope: &Scope<'_>) -> Option<WeightedRoute> {
+fn router_for(ctx: &Context, scope: &Scope<'_>) -> Option<Router> {
     let spec = &scope.plan.spec;
     let traffic = spec.traffic.as_ref()?;
     let backends: Vec<String> = spec.clusters.iter().map(|c| c.backend.clone()).collect();
     let client = ctx.client.clone();
-    Some(match (&traffic.router.http_route, &traffic.router.virtual_service) {
-        (Some(r), _) => WeightedRoute::http_route(client, scope.namespace, &r.name, r.index.max(0) as usize, backends),
-        (None, Some(r)) => {
-            WeightedRoute::virtual_service(client, scope.namespace, &r.name, r.index.max(0) as usize, backends)
+    let ns = scope.namespace;
+    let router = &traffic.router;
+    Some(match (&router.http_route, &router.virtual_service, &router.dns_endpoint) {
+        (Some(r), _, _) => {
+            Router::Route(WeightedRoute::http_route(client, ns, &r.name, r.index.max(0) as usize, backends))
         }
+        (None, Some(r), _) => {
+            Router::Route(WeightedRoute::virtual_service(client, ns, &r.name, r.index.max(0) as usize, backends))
+        }
+        (None, None, Some(d)) => Router::Dns(DnsWeights::new(client, ns, &d.name, &d.weight_property, backends)),
         // Validation requires exactly one; an unvalidated spec reads an empty route and moves nothing.
-        (None, None) => WeightedRoute::http_route(client, scope.namespace, "", 0, backends),
+        (None, None, None) => Router::Route(WeightedRoute::http_route(client, ns, "", 0, backends)),
     })
+}
+
+/// A warning when DNS records outlive a failback step: the TTL read from the DNSEndpoint's
+/// `recordTTL`s, else the plan's `router.dnsEndpoint.ttl`.
+fn dns_ttl_warning(spec: &crate::crd::FulfillmentPlanSpec, record_ttl: Option<u64>) -> Option<String> {
+    let traffic = spec.traffic.as_ref()?;
+    let declared = traffic.router.dns_endpoint.as_ref()?.ttl.map(|t| t.as_secs_f64());
+    crate::plan::dns_ttl_problem(
+        record_ttl.map(|t| t as f64).or(declared),
+        traffic.failback.step_interval.as_secs_f64(),
+    )
 }
 
 /// The client for a cluster: this one's, or one built from its kubeconfig Secret (cached, rebuilt
@@ -437,6 +484,7 @@ mod tests {
                         .collect(),
                     gates: row.gates.clone(),
                     route: Some(world.route.lock().unwrap().clone()),
+                    approvals: Vec::new(),
                 };
                 let memory =
                     crate::controller::memory::traffic_from_status(Some(&status), policy).unwrap().unwrap_or_default();

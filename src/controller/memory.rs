@@ -155,6 +155,7 @@ mod tests {
             ],
             gates: vec![Some(0.0)],
             route: Some(vec![10, 90]),
+            approvals: Vec::new(),
         };
         let d = failover::decide(&policy, &traffic, &readings, 505.0);
         assert!(matches!(d.phases[0], crate::engine::traffic::ClusterPhase::FailingBack { step: 1, .. }));
@@ -192,6 +193,7 @@ mod tests {
             clusters: vec![ClusterReading { health: Some(0.05), reachable: true, workers: Some(12) }; 4],
             gates: vec![Some(0.0)],
             route: None,
+            approvals: Vec::new(),
         };
         let mut t = 0.0;
         while t < 125.0 {

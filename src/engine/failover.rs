@@ -31,8 +31,9 @@
 use serde::Serialize;
 
 use super::reason::EventReason;
-use super::traffic::{ClusterPhase, TrafficEvent, TrafficMemory, TrafficPolicy, decide_traffic};
+use super::traffic::{ClusterPhase, TrafficEvent, TrafficMemory, TrafficPolicy, Waiting, decide_traffic};
 use super::{TIME_EPSILON, secs_text};
+use crate::crd::APPROVE_FAILBACK_ANNOTATION;
 
 /// Slack for comparing absorb factors and rounding workers up.
 const EPS: f64 = 1e-9;
@@ -58,6 +59,16 @@ pub struct FailoverReadings {
     pub gates: Vec<Option<f64>>,
     /// The route's weights as read; None when the route could not be read (nothing moves).
     pub route: Option<Vec<u32>>,
+    /// Per cluster, in plan order: whether the `fulfillment.dev/approve-failback` annotation names
+    /// it now (see [`approvals`]). Missing entries count as no.
+    pub approvals: Vec<bool>,
+}
+
+/// Per cluster of `policy`: whether the approval annotation's value (cluster names separated by
+/// commas, spaces around them ignored) names it.
+pub fn approvals(policy: &TrafficPolicy, annotation: Option<&str>) -> Vec<bool> {
+    let named: Vec<&str> = annotation.map(|v| v.split(',').map(str::trim).collect()).unwrap_or_default();
+    policy.clusters.iter().map(|c| named.contains(&c.name.as_str())).collect()
 }
 
 /// A change of one cluster's workers.
@@ -105,6 +116,8 @@ pub struct FailoverDecision {
     pub weights: Vec<u32>,
     /// Phase per cluster.
     pub phases: Vec<ClusterPhase>,
+    /// Per cluster: the failback waiting for an admin's approval, if one is.
+    pub waiting: Vec<Option<Waiting>>,
     /// The route's current weights, when they differ from [`Self::weights`] and must be set.
     pub route_from: Option<Vec<u32>>,
     /// Workers to raise before the route moves (survivors absorbing traffic).
@@ -170,9 +183,9 @@ pub fn decide(
     let mut next = memory.clone();
     let health: Vec<Option<f64>> =
         policy.clusters.iter().enumerate().map(|(c, _)| readings.clusters.get(c).and_then(|r| r.health)).collect();
-    let traffic = decide_traffic(policy, &mut next, &health, &readings.gates, now);
+    let traffic = decide_traffic(policy, &mut next, &health, &readings.gates, &readings.approvals, now);
     let raised_before = next.raised_from.clone();
-    let events = explain(policy, &traffic.events, readings, &traffic.weights);
+    let events = explain(policy, memory, &traffic.events, readings, &traffic.weights, now);
 
     let route_from = readings.route.clone().filter(|r| *r != traffic.weights);
     let workers = |c: usize| readings.clusters.get(c).and_then(|r| r.workers);
@@ -223,6 +236,7 @@ pub fn decide(
         time: now,
         weights: traffic.weights,
         phases: traffic.phases,
+        waiting: traffic.waiting,
         route_from,
         raises,
         restores,
@@ -291,9 +305,11 @@ impl FailoverDecision {
 /// The state machine's events as typed events with notes.
 fn explain(
     policy: &TrafficPolicy,
+    before: &TrafficMemory,
     happened: &[TrafficEvent],
     readings: &FailoverReadings,
     weights: &[u32],
+    now: f64,
 ) -> Vec<FailoverEvent> {
     let index = |name: &str| policy.clusters.iter().position(|c| c.name == name);
     let mut out = Vec::new();
@@ -329,6 +345,25 @@ fn explain(
                     secs_text(policy.hold_down)
                 ),
             )),
+            TrafficEvent::AwaitingApproval(c) => out.push(FailoverEvent::new(
+                EventReason::FailbackAwaitingApproval,
+                Some(c),
+                format!(
+                    "Cluster {c} has been healthy for the {} hold-down; failback waits for approval: annotate the plan with {APPROVE_FAILBACK_ANNOTATION}={c}.",
+                    secs_text(policy.hold_down)
+                ),
+            )),
+            TrafficEvent::FailbackApproved(c) => {
+                let waited = match index(c).and_then(|i| before.waiting_since(i)) {
+                    Some(since) => format!("{} after the hold-down ended", secs_text((now - since).max(0.0))),
+                    None => "before the hold-down ended".to_string(),
+                };
+                out.push(FailoverEvent::new(
+                    EventReason::FailbackApproved,
+                    Some(c),
+                    format!("Failback of cluster {c} approved ({APPROVE_FAILBACK_ANNOTATION}={c}, seen {waited}); failing back step by step."),
+                ));
+            }
             TrafficEvent::FailbackStep(c) => out.push(FailoverEvent::new(
                 EventReason::FailbackStep,
                 Some(c),

@@ -1213,7 +1213,7 @@ fn step_text(rules: &StepRules) -> String {
 }
 
 /// A number of seconds as a Go duration (`90` → `1m30s`), for notes.
-pub(crate) fn secs_text(secs: f64) -> String {
+pub fn secs_text(secs: f64) -> String {
     if secs.fract() == 0.0 && secs < 1.0e9 {
         crate::duration::GoDuration::from_secs(secs as u64).to_string()
     } else {

@@ -59,6 +59,12 @@ pub enum EventReason {
     ScaleDownBlocked,
     /// The target did not carry out a broker change within `brokerChangeTimeout` (Warning).
     ScaleNotApplied,
+    /// The DNS records' TTL is longer than a failback step, so resolvers lag the steps (Warning).
+    DnsTtlAboveStepInterval,
+    /// A recovered cluster waits for an admin to approve its failback (`failback.approval: Manual`).
+    FailbackAwaitingApproval,
+    /// An admin approved a waiting failback.
+    FailbackApproved,
 }
 
 impl EventReason {
@@ -90,6 +96,9 @@ impl EventReason {
             EventReason::SurvivorsNotRestored => "SurvivorsNotRestored",
             EventReason::ScaleDownBlocked => "ScaleDownBlocked",
             EventReason::ScaleNotApplied => "ScaleNotApplied",
+            EventReason::DnsTtlAboveStepInterval => "DnsTtlAboveStepInterval",
+            EventReason::FailbackAwaitingApproval => "FailbackAwaitingApproval",
+            EventReason::FailbackApproved => "FailbackApproved",
         }
     }
 
@@ -110,6 +119,7 @@ impl EventReason {
                 | EventReason::TrafficNotShifted
                 | EventReason::SurvivorsNotRestored
                 | EventReason::ScaleNotApplied
+                | EventReason::DnsTtlAboveStepInterval
         )
     }
 }

@@ -70,6 +70,8 @@ pub struct TrafficPolicy {
     /// Raised workers are restored once every cluster has been healthy this long, seconds (the
     /// plan's scale-down stabilization window).
     pub restore_after: f64,
+    /// `failback.approval: Manual`: failback waits at the end of the hold-down for an approval.
+    pub manual_approval: bool,
 }
 
 /// One cluster's phase.
@@ -134,6 +136,10 @@ pub enum TrafficEvent {
     FailbackRolledBack(String),
     /// Failback reached 100 %.
     FailbackCompleted(String),
+    /// The hold-down is over and failback waits for an admin's approval.
+    AwaitingApproval(String),
+    /// An admin's approval started the failback.
+    FailbackApproved(String),
     /// No cluster is fully healthy; weights are kept.
     AllClustersUnhealthy,
 }
@@ -159,6 +165,35 @@ pub struct TrafficMemory {
     /// Since when every cluster has been healthy while some workers are still raised.
     #[serde(default)]
     pub(super) all_healthy_since: Option<f64>,
+    /// Per cluster: where its failback approval stands (`failback.approval: Manual`).
+    #[serde(default)]
+    pub(super) approval: Vec<ApprovalMemory>,
+}
+
+/// Where one cluster's failback approval stands.
+///
+/// An approval is the annotation naming the cluster, but it counts only when it is *armed*: the
+/// annotation did not name the cluster when the failure was confirmed, or has been seen not
+/// naming it since. A failback started by an approval disarms it. So an annotation left from an
+/// earlier failback never approves a later one: it has to be removed and given again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalMemory {
+    /// Whether the annotation naming the cluster now would approve its failback.
+    #[serde(default)]
+    pub(super) armed: bool,
+    /// Since when failback has waited for approval (the hold-down ended then).
+    #[serde(default)]
+    pub(super) waiting_since: Option<f64>,
+}
+
+/// A failback waiting for approval.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Waiting {
+    /// Since when (the end of the hold-down), seconds.
+    pub since: f64,
+    /// The annotation names the cluster, but from before this failure: it must be removed and
+    /// given again.
+    pub stale: bool,
 }
 
 /// The traffic decision.
@@ -171,6 +206,8 @@ pub struct TrafficDecision {
     /// Per cluster: new share ÷ normal share (> 1 for survivors absorbing traffic): scale its
     /// workers by this before shifting.
     pub absorb: Vec<f64>,
+    /// Per cluster: the failback waiting for approval, if one is.
+    pub waiting: Vec<Option<Waiting>>,
     /// What happened.
     pub events: Vec<TrafficEvent>,
 }
@@ -208,6 +245,7 @@ impl TrafficPolicy {
             prescale_survivors: traffic.failover.prescale_survivors,
             workers: super::policy::workload_bounds(&spec.workloads.workers),
             restore_after: spec.scaling.scale_down.stabilization_window.as_secs_f64(),
+            manual_approval: traffic.failback.approval == crate::crd::FailbackApproval::Manual,
         })
     }
 }
@@ -221,6 +259,11 @@ impl TrafficMemory {
     /// Since when every cluster has been healthy while workers are still raised.
     pub fn all_healthy_since(&self) -> Option<f64> {
         self.all_healthy_since
+    }
+
+    /// Since when cluster `c`'s failback has waited for approval, if it is waiting.
+    pub fn waiting_since(&self, c: usize) -> Option<f64> {
+        self.approval.get(c).and_then(|a| a.waiting_since)
     }
 
     /// This memory with the raised workers and the all-healthy time that operators before
@@ -323,12 +366,14 @@ pub(crate) fn push<C: Check>(samples: &mut VecDeque<C>, now: f64, ok: bool, keep
 }
 
 /// Decide traffic at `now` from one health sample per cluster (`None`: no answer, counted as a
-/// breach once it lasts `unreachable_after`) and one sample per gate.
+/// breach once it lasts `unreachable_after`), one sample per gate, and per cluster whether the
+/// approval annotation names it (missing entries: no).
 pub fn decide_traffic(
     policy: &TrafficPolicy,
     memory: &mut TrafficMemory,
     health: &[Sample],
     gates: &[Sample],
+    approvals: &[bool],
     now: f64,
 ) -> TrafficDecision {
     let n = policy.clusters.len();
@@ -341,9 +386,12 @@ pub fn decide_traffic(
             last_weights: normal_weights(policy),
             raised_from: vec![None; n],
             all_healthy_since: None,
+            approval: vec![ApprovalMemory::default(); n],
         };
     }
     memory.raised_from.resize(n, None);
+    memory.approval.resize(n, ApprovalMemory::default());
+    let mut waiting = vec![None; n];
     let mut events = Vec::new();
     for (g, gate) in policy.gates.iter().enumerate() {
         let ok = gates.get(g).copied().flatten().is_some_and(|v| v.is_finite() && v <= gate.bound);
@@ -375,18 +423,42 @@ pub fn decide_traffic(
         }
         let healthy_for = memory.healthy_since[c].map(|s| now - s).unwrap_or(0.0);
         let name = cluster.name.clone();
+        let named = approvals.get(c).copied().unwrap_or(false);
+        if !named {
+            // Seen without the annotation: the next one given is a fresh approval.
+            memory.approval[c].armed = true;
+        }
+        let approved = named && memory.approval[c].armed;
+        let recovered = !breached_now && healthy_for + TIME_EPSILON >= policy.hold_down;
         let next = match memory.phases[c] {
             ClusterPhase::Healthy if breach_held => {
                 events.push(TrafficEvent::FailoverStarted(name));
+                // An annotation already there approves nothing of this failure.
+                memory.approval[c] = ApprovalMemory { armed: !named, waiting_since: None };
                 ClusterPhase::Failed { since: now }
             }
-            ClusterPhase::Failed { .. } if !breached_now && healthy_for + TIME_EPSILON >= policy.hold_down => {
+            ClusterPhase::Failed { since } if recovered && policy.manual_approval && !approved => {
+                let state = &mut memory.approval[c];
+                if state.waiting_since.is_none() {
+                    state.waiting_since = Some(now);
+                    events.push(TrafficEvent::AwaitingApproval(name));
+                }
+                waiting[c] = state.waiting_since.map(|since| Waiting { since, stale: named });
+                ClusterPhase::Failed { since }
+            }
+            ClusterPhase::Failed { .. } if recovered => {
+                if policy.manual_approval {
+                    events.push(TrafficEvent::FailbackApproved(name.clone()));
+                    // Used once: a later failure needs a new approval.
+                    memory.approval[c].armed = false;
+                }
                 events.push(TrafficEvent::ClusterRecovered(name.clone()));
                 events.push(TrafficEvent::FailbackStep(name));
                 ClusterPhase::FailingBack { step: 0, at: now }
             }
             ClusterPhase::FailingBack { .. } if breach_held => {
                 events.push(TrafficEvent::FailoverStarted(name));
+                memory.approval[c] = ApprovalMemory { armed: !named, waiting_since: None };
                 ClusterPhase::Failed { since: now }
             }
             // One step back per step interval while a gate fails, not one per evaluation.
@@ -413,6 +485,10 @@ pub fn decide_traffic(
             }
             unchanged => unchanged,
         };
+        if waiting[c].is_none() {
+            // Not waiting (still in hold-down, breached again, or healthy): no wait to report.
+            memory.approval[c].waiting_since = None;
+        }
         memory.phases[c] = next;
     }
 
@@ -435,7 +511,7 @@ pub fn decide_traffic(
     let absorb =
         weights.iter().zip(&normal).map(|(w, n)| if *n == 0 { 1.0 } else { f64::from(*w) / f64::from(*n) }).collect();
     memory.last_weights = weights.clone();
-    TrafficDecision { weights, phases: memory.phases.clone(), absorb, events }
+    TrafficDecision { weights, phases: memory.phases.clone(), absorb, waiting, events }
 }
 
 /// A policy for tests: `n` clusters `c0`, `c1`, … weighted 1, 2, …; `c0` is the local one.
@@ -460,6 +536,7 @@ pub(crate) fn example_policy(n: usize) -> TrafficPolicy {
         prescale_survivors: true,
         workers: super::Bounds { min: 2, max: 40 },
         restore_after: 300.0,
+        manual_approval: false,
     }
 }
 
@@ -485,7 +562,7 @@ mod tests {
         let mut t = 0.0;
         while t <= secs {
             let h: Vec<Sample> = (0..p.clusters.len()).map(|c| health(t, c)).collect();
-            out.push((t, decide_traffic(p, &mut m, &h, &[gate(t)], t)));
+            out.push((t, decide_traffic(p, &mut m, &h, &[gate(t)], &[], t)));
             t += 5.0;
         }
         out
@@ -575,7 +652,7 @@ mod tests {
             for (i, h) in bad.iter().enumerate() {
                 let t = i as f64 * 5.0;
                 let gate = if gate_bad[i % gate_bad.len()] { Some(0.5) } else { Some(0.0) };
-                let d = decide_traffic(&p, &mut m, &h[..n], &[gate], t);
+                let d = decide_traffic(&p, &mut m, &h[..n], &[gate], &[], t);
                 prop_assert_eq!(d.weights.iter().sum::<u32>(), 100);
                 prop_assert!(d.weights.iter().any(|w| *w > 0));
                 if let Some(prev) = &prev {

@@ -159,6 +159,7 @@ impl FailoverWorld {
                 .collect(),
             gates: row.gates.clone(),
             route: Some(self.route.clone()),
+            approvals: Vec::new(),
         };
         let decision = failover::decide(policy, &self.memory, &readings, t);
         for change in decision.raises.iter().chain(&decision.restores) {

@@ -458,3 +458,14 @@ pub fn istio_crd(plural: &str) -> String {
         .unwrap_or_else(|| panic!("no {plural} CRD in {}", path.display()))
         .to_string()
 }
+
+/// The ExternalDNS module whose `DNSEndpoint` CRD the DNS router tests install (v0.20.0: later
+/// versions need a newer Go than this machine's).
+pub const EXTERNAL_DNS_MODULE: &str = "sigs.k8s.io/external-dns@v0.20.0";
+
+/// ExternalDNS's own `DNSEndpoint` CRD, from its Go module.
+pub fn external_dns_crd() -> String {
+    let path = control_plane::go_module_dir(EXTERNAL_DNS_MODULE)
+        .join("config/crd/standard/dnsendpoints.externaldns.k8s.io.yaml");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}

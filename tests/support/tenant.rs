@@ -137,7 +137,7 @@ impl Kube {
 /// What a tenant's chart install enables beyond the defaults.
 #[derive(Clone, Debug, Default)]
 pub struct ChartOptions {
-    /// `rbac.routers.gatewayAPI` and `rbac.routers.istio`.
+    /// `rbac.routers.gatewayAPI`, `rbac.routers.istio` and `rbac.routers.externalDNS`.
     pub routers: bool,
     /// Extra `--set` values, e.g. to remove a rule for a negative RBAC test.
     pub extra_values: Vec<String>,
@@ -272,6 +272,8 @@ fn helm_install(cp: &ControlPlane, home: &Path, ns: &str, system_ns: &str, optio
             "rbac.routers.gatewayAPI=true".into(),
             "--set".into(),
             "rbac.routers.istio=true".into(),
+            "--set".into(),
+            "rbac.routers.externalDNS=true".into(),
         ]);
     }
     for value in &options.extra_values {

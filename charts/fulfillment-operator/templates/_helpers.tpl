@@ -75,6 +75,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   resources: [virtualservices]
   verbs: [get, patch]
 {{- end }}
+{{- if .Values.rbac.routers.externalDNS }}
+# Failover: read and set the weights of ExternalDNS DNSEndpoint records (providerSpecific weight).
+- apiGroups: [externaldns.k8s.io]
+  resources: [dnsendpoints]
+  verbs: [get, patch]
+{{- end }}
 # Explain decisions: events are created, and patched when a repeat joins a series.
 - apiGroups: [events.k8s.io]
   resources: [events]

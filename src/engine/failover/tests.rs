@@ -26,6 +26,18 @@ fn run(
     gate: impl Fn(f64) -> Option<f64>,
     fails: impl Fn(f64, usize) -> bool,
 ) -> Vec<Step> {
+    run_approving(policy, secs, health, gate, fails, |_, _| false)
+}
+
+/// `run`, with `approve(t, cluster)` saying whether the approval annotation names the cluster.
+fn run_approving(
+    policy: &TrafficPolicy,
+    secs: f64,
+    health: impl Fn(f64, usize) -> Option<f64>,
+    gate: impl Fn(f64) -> Option<f64>,
+    fails: impl Fn(f64, usize) -> bool,
+    approve: impl Fn(f64, usize) -> bool,
+) -> Vec<Step> {
     let n = policy.clusters.len();
     let mut world = World { workers: vec![12; n], route: crate::engine::traffic::normal_weights(policy) };
     let mut memory = TrafficMemory::default();
@@ -38,6 +50,7 @@ fn run(
                 .collect(),
             gates: vec![gate(t)],
             route: Some(world.route.clone()),
+            approvals: (0..n).map(|c| approve(t, c)).collect(),
         };
         let decision = decide(policy, &memory, &readings, t);
         let workers_before = world.workers.clone();
@@ -170,6 +183,7 @@ fn nothing_applied_remembers_nothing_but_the_state_machine_advances() {
             ],
             gates: vec![Some(0.0)],
             route: Some(vec![50, 50]),
+            approvals: Vec::new(),
         };
         let d = decide(&p, &memory, &readings, t);
         let settled = d.settle(&p, &Applied::nothing());
@@ -194,6 +208,7 @@ fn an_unreachable_survivor_is_neither_raised_nor_restored() {
         ],
         gates: vec![Some(0.0)],
         route: Some(vec![50, 50]),
+        approvals: Vec::new(),
     };
     let d = decide(&p, &memory, &readings, 0.0);
     assert!(d.raises.is_empty() && d.restores.is_empty());
@@ -294,6 +309,7 @@ proptest! {
                 clusters: (0..n).map(|c| ClusterReading { health: history[i][c % 4], reachable: true, workers: Some(workers[c]) }).collect(),
                 gates: vec![Some(if gate_bad[i % gate_bad.len()] { 0.5 } else { 0.0 })],
                 route: Some(route.clone()),
+                approvals: Vec::new(),
             };
             let d = decide(&p, &memory, &readings, step.t);
             prop_assert_eq!(&d, &step.decision, "diverged at t={}", step.t);
@@ -305,6 +321,176 @@ proptest! {
                 route = d.weights.clone();
             }
             memory = d.settle(&p, &applied).memory;
+        }
+    }
+}
+
+fn manual_two_regions() -> TrafficPolicy {
+    TrafficPolicy { manual_approval: true, ..two_regions() }
+}
+
+/// c0 breached from 100 s to 400 s: failure confirmed at 130 s, hold-down over at 520 s.
+fn eu_fails_once(t: f64, c: usize) -> Option<f64> {
+    Some(if c == 0 && (100.0..400.0).contains(&t) { 0.5 } else { 0.05 })
+}
+
+fn labels(step: &Step) -> Vec<String> {
+    step.decision.events.iter().map(FailoverEvent::label).collect()
+}
+
+#[test]
+fn manual_failback_waits_at_the_end_of_the_hold_down_until_approved() {
+    let p = manual_two_regions();
+    let trace = run_approving(&p, 1400.0, eu_fails_once, |_| Some(0.0), |_, _| false, |t, c| c == 0 && t >= 800.0);
+    let at = |secs: f64| trace.iter().find(|s| s.t >= secs).unwrap();
+    assert_eq!(at(130.0).decision.phases[0], ClusterPhase::Failed { since: 130.0 });
+    assert_eq!(at(515.0).decision.waiting[0], None, "still in the hold-down");
+    assert_eq!(labels(at(520.0)), ["FailbackAwaitingApproval(c0)"]);
+    for step in trace.iter().filter(|s| (520.0..800.0).contains(&s.t)) {
+        assert_eq!(step.decision.phases[0], ClusterPhase::Failed { since: 130.0 }, "t={}", step.t);
+        assert_eq!(step.decision.waiting[0], Some(Waiting { since: 520.0, stale: false }), "t={}", step.t);
+        assert_eq!(step.decision.weights, [15, 85], "t={}: no traffic returns unapproved", step.t);
+        assert!(
+            step.t == 520.0 || step.decision.events.is_empty(),
+            "t={}: one waiting event, not one per evaluation",
+            step.t
+        );
+    }
+    let approved = at(800.0);
+    assert_eq!(labels(approved), ["FailbackApproved(c0)", "ClusterRecovered(c0)", "FailbackStep(c0)"]);
+    assert!(
+        approved.decision.events[0].note.contains("seen 4m40s after the hold-down ended"),
+        "{}",
+        approved.decision.events[0].note
+    );
+    assert_eq!(approved.decision.phases[0], ClusterPhase::FailingBack { step: 0, at: 800.0 });
+    assert_eq!(approved.decision.waiting[0], None);
+    assert_eq!(trace.last().unwrap().decision.phases[0], ClusterPhase::Healthy, "then the gated steps as usual");
+}
+
+#[test]
+fn an_approval_given_during_the_hold_down_starts_failback_when_it_ends() {
+    let p = manual_two_regions();
+    let trace = run_approving(&p, 700.0, eu_fails_once, |_| Some(0.0), |_, _| false, |t, c| c == 0 && t >= 300.0);
+    let started =
+        trace.iter().find(|s| s.decision.events.iter().any(|e| e.reason == EventReason::FailbackApproved)).unwrap();
+    assert_eq!(started.t, 520.0);
+    assert!(
+        started.decision.events[0].note.contains("before the hold-down ended"),
+        "{}",
+        started.decision.events[0].note
+    );
+    assert!(trace.iter().all(|s| s.decision.waiting[0].is_none()));
+}
+
+#[test]
+fn an_annotation_from_before_the_failure_approves_nothing_until_given_again() {
+    let p = manual_two_regions();
+    // Annotated all along (left from an earlier failback), removed at 900 s, given again at 950 s.
+    let trace = run_approving(
+        &p,
+        1100.0,
+        eu_fails_once,
+        |_| Some(0.0),
+        |_, _| false,
+        |t, c| c == 0 && !(900.0..950.0).contains(&t),
+    );
+    let at = |secs: f64| trace.iter().find(|s| s.t >= secs).unwrap();
+    assert_eq!(at(600.0).decision.waiting[0], Some(Waiting { since: 520.0, stale: true }));
+    assert_eq!(at(900.0).decision.waiting[0], Some(Waiting { since: 520.0, stale: false }));
+    assert!(
+        trace
+            .iter()
+            .filter(|s| (130.0..950.0).contains(&s.t))
+            .all(|s| matches!(s.decision.phases[0], ClusterPhase::Failed { .. }))
+    );
+    assert_eq!(at(950.0).decision.phases[0], ClusterPhase::FailingBack { step: 0, at: 950.0 });
+}
+
+#[test]
+fn an_approval_is_used_once() {
+    let p = manual_two_regions();
+    // Two failures of c0; the annotation is given at 600 s and never removed.
+    let health = |t: f64, c: usize| {
+        Some(if c == 0 && ((100.0..400.0).contains(&t) || (1500.0..1800.0).contains(&t)) { 0.5 } else { 0.05 })
+    };
+    let trace = run_approving(&p, 2600.0, health, |_| Some(0.0), |_, _| false, |t, c| c == 0 && t >= 600.0);
+    let approvals: Vec<f64> = trace
+        .iter()
+        .filter(|s| s.decision.events.iter().any(|e| e.reason == EventReason::FailbackApproved))
+        .map(|s| s.t)
+        .collect();
+    assert_eq!(approvals, [600.0], "the second failure is not approved by the first failure's annotation");
+    let last = trace.last().unwrap();
+    assert!(matches!(last.decision.phases[0], ClusterPhase::Failed { .. }));
+    assert_eq!(last.decision.waiting[0].map(|w| w.stale), Some(true));
+}
+
+#[test]
+fn the_annotation_names_clusters_separated_by_commas() {
+    let p = example_policy(3);
+    assert_eq!(approvals(&p, Some("c2, c0")), [true, false, true]);
+    assert_eq!(approvals(&p, Some("c00,c")), [false, false, false]);
+    assert_eq!(approvals(&p, Some("")), [false, false, false]);
+    assert_eq!(approvals(&p, None), [false, false, false]);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    /// Manual approval never fails back on its own: without an approval no failed cluster gets
+    /// traffic back, whatever its health and gates do; weights stay valid throughout.
+    #[test]
+    fn manual_approval_never_fails_back_on_its_own(
+        n in 2usize..5,
+        history in health_history(),
+        gate_bad in prop::collection::vec(any::<bool>(), 1..50),
+        fail_mask in prop::collection::vec(prop::bool::weighted(0.1), 1..50),
+    ) {
+        let p = TrafficPolicy { manual_approval: true, ..example_policy(n) };
+        let mut failed_once = vec![false; n];
+        for step in replay(&p, &history, &gate_bad, &fail_mask) {
+            let d = &step.decision;
+            prop_assert_eq!(d.weights.iter().sum::<u32>(), 100, "t={}", step.t);
+            prop_assert!(d.weights.iter().any(|w| *w > 0));
+            for (c, phase) in d.phases.iter().enumerate() {
+                failed_once[c] |= matches!(phase, ClusterPhase::Failed { .. });
+                prop_assert!(!failed_once[c] || matches!(phase, ClusterPhase::Failed { .. }), "t={}: c{c} left Failed unapproved: {:?}", step.t, phase);
+            }
+            prop_assert!(!d.events.iter().any(|e| matches!(e.reason, EventReason::FailbackApproved | EventReason::ClusterRecovered | EventReason::FailbackStep)));
+        }
+    }
+
+    /// With an annotation that comes and goes at random, a failback starts only at an evaluation
+    /// where the annotation names the cluster and was seen not naming it since the failure.
+    #[test]
+    fn failback_starts_only_on_a_fresh_approval(
+        n in 2usize..4,
+        history in health_history(),
+        approve_mask in prop::collection::vec(prop::bool::weighted(0.3), 1..60),
+    ) {
+        let p = TrafficPolicy { manual_approval: true, ..example_policy(n) };
+        let named = |t: f64, c: usize| approve_mask[((t / 5.0) as usize * n + c) % approve_mask.len()];
+        let trace = run_approving(&p, (history.len() - 1) as f64 * 5.0, |t, c| history[(t / 5.0) as usize][c % 4], |_| Some(0.0), |_, _| false, named);
+        let mut fresh = vec![false; n];
+        for step in &trace {
+            let d = &step.decision;
+            prop_assert_eq!(d.weights.iter().sum::<u32>(), 100);
+            prop_assert!(d.weights.iter().any(|w| *w > 0));
+            for (c, cluster) in p.clusters.iter().enumerate() {
+                let started = d.events.iter().any(|e| e.reason == EventReason::FailoverStarted && e.cluster.as_deref() == Some(&cluster.name));
+                if started {
+                    // The annotation present when the failure is confirmed approves nothing.
+                    fresh[c] = !named(step.t, c);
+                } else if !named(step.t, c) {
+                    fresh[c] = true;
+                }
+                let approved = d.events.iter().any(|e| e.reason == EventReason::FailbackApproved && e.cluster.as_deref() == Some(&cluster.name));
+                if approved {
+                    prop_assert!(named(step.t, c) && fresh[c], "t={}: c{c} approved by a stale or absent annotation", step.t);
+                    fresh[c] = false;
+                }
+            }
         }
     }
 }
