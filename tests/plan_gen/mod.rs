@@ -172,6 +172,18 @@ prop_compose! {
         tolerance in pick(&[("0.1", true), ("0", true), ("0.5", true), ("0.51", false)]),
         up in pick(&[("1.0", true), ("10", true), ("10.5", false)]),
         name in pick(&[("orders", true), ("a.b-c", true), ("Orders", false)]),
+        router in pick(&[
+            ("{httpRoute: {name: checkout}}", true),
+            ("{virtualService: {name: checkout, index: 63}}", true),
+            ("{dnsEndpoint: {name: checkout}}", true),
+            ("{dnsEndpoint: {name: checkout, weightProperty: azure/weight, ttl: 48h}}", true),
+            ("{dnsEndpoint: {name: checkout, ttl: 49h}}", false),
+            ("{dnsEndpoint: {name: checkout, weightProperty: ''}}", false),
+            ("{httpRoute: {name: checkout}, dnsEndpoint: {name: checkout}}", false),
+            ("{httpRoute: {name: checkout}, virtualService: {name: checkout}, dnsEndpoint: {name: checkout}}", false),
+            ("{}", false),
+        ]),
+        approval in pick(&[("Automatic", true), ("Manual", true), ("manual", false)]),
     ) -> GeneratedPlan {
         let mut broken: Vec<String> = Vec::new();
         let mut note = |ok: bool, what: &str| if !ok { broken.push(what.to_string()) };
@@ -221,7 +233,16 @@ prop_compose! {
             if clusters.len() > 8 {
                 broken.push("spec.clusters: more than 8".into());
             }
-            yaml.push_str("  traffic:\n    router: {httpRoute: {name: checkout}}\n    failback:\n      steps: [1, 5, 25, 50, 100]\n      gates:\n");
+            yaml.push_str(&format!(
+                "  traffic:\n    router: {}\n    failback:\n      approval: {}\n      steps: [1, 5, 25, 50, 100]\n      gates:\n",
+                router.0, approval.0
+            ));
+            if !router.1 {
+                broken.push(format!("router {}", router.0));
+            }
+            if !approval.1 {
+                broken.push("failback.approval".into());
+            }
             if gates.is_empty() {
                 yaml = yaml.replace("      gates:\n", "      gates: []\n");
             }
