@@ -385,3 +385,26 @@ fn failback_approval_is_automatic_or_manual() {
     let e = error_of(&failover_with("      stepInterval: 1m\n", "      stepInterval: 1m\n      approval: ask\n"));
     assert!(e.contains("spec.traffic.failback.approval") && e.contains("Manual"), "{e}");
 }
+
+#[test]
+fn validate_prints_the_dns_ttl_warning_and_still_accepts_the_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dns.yaml");
+    let text = failover_with(
+        "      httpRoute: {name: checkout, index: 0}\n",
+        "      dnsEndpoint: {name: checkout, ttl: 5m}\n",
+    );
+    std::fs::write(&path, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fulfillment-operator"))
+        .arg("validate")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("valid FulfillmentPlan"));
+    assert!(
+        stderr.contains("warning: spec.traffic.failback.stepInterval: the DNS records' TTL (5m) is longer than failback.stepInterval (1m)"),
+        "{stderr}"
+    );
+}

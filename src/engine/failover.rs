@@ -21,12 +21,16 @@
 //! machine still advances, so status shows what would have happened, and nothing is remembered
 //! as done.
 //!
+//! - per cluster, whether a failback **waits for approval** (`failback.approval: Manual`): the
+//!   approval annotation is one more reading ([`FailoverReadings::approvals`]), and the state
+//!   machine keeps a recovered cluster `Failed` at the end of the hold-down until an approval
+//!   given after its failure comes (see [`super::traffic::ApprovalMemory`] for why an old
+//!   annotation never approves a later failover).
+//!
 //! Room to grow without a second decision path: a drill or a drain is one more per-cluster
 //! reading (a cluster told to count as breached, or to be emptied) that the state machine reads
-//! beside health; a manual approval sits between decide and apply — the decision says what it
-//! would do, the caller applies what was approved and settles with exactly that, so the memory
-//! never records an unapproved change as made. Another router kind only changes how the caller
-//! applies `route_from → weights`.
+//! beside health, as the approval is. Another router kind (the DNS router was one) only changes
+//! how the caller applies `route_from → weights`.
 
 use serde::Serialize;
 
