@@ -1051,22 +1051,11 @@ fn set(r: &mut Replicas, role: WorkloadRole, n: u32) {
 /// the dimensions counted in brokers (None without any: only the bound moves them); for workers
 /// the dimensions counted in workers when brokers have their own, else every dimension.
 fn workload_scores(policy: &Policy, dims: &[DimensionBreakdown], role: WorkloadRole) -> Option<(f64, f64, f64)> {
-    let own_signals = policy.brokers_follow == BrokersFollow::BrokerDimensions;
-    let has = |r: WorkloadRole| policy.dimensions.iter().any(|d| d.workload == r);
-    let counts = |dim: &DimensionPolicy| -> bool {
-        if !own_signals {
-            return true;
-        }
-        match role {
-            WorkloadRole::Brokers => dim.workload == WorkloadRole::Brokers,
-            WorkloadRole::Workers => !has(WorkloadRole::Workers) || dim.workload == WorkloadRole::Workers,
-        }
-    };
     let mut now_parts = Vec::new();
     let mut up_parts = Vec::new();
     let mut down_parts = Vec::new();
     for (b, dim) in dims.iter().zip(&policy.dimensions) {
-        if !counts(dim) {
+        if !follows(policy, role, dim) {
             continue;
         }
         if let (Some(r), Some(u), Some(dn)) = (b.ratio, b.held_up, b.held_down) {
@@ -1076,6 +1065,22 @@ fn workload_scores(policy: &Policy, dims: &[DimensionBreakdown], role: WorkloadR
         }
     }
     Some((combine(policy, &now_parts)?, combine(policy, &up_parts)?, combine(policy, &down_parts)?))
+}
+
+/// Whether `role`'s workload follows `dim`: with brokers on their own signals, brokers follow
+/// the dimensions counted in brokers and workers the others (every one when none is counted in
+/// workers); otherwise both follow every dimension.
+fn follows(policy: &Policy, role: WorkloadRole, dim: &DimensionPolicy) -> bool {
+    if policy.brokers_follow != BrokersFollow::BrokerDimensions {
+        return true;
+    }
+    match role {
+        WorkloadRole::Brokers => dim.workload == WorkloadRole::Brokers,
+        WorkloadRole::Workers => {
+            dim.workload == WorkloadRole::Workers
+                || !policy.dimensions.iter().any(|d| d.workload == WorkloadRole::Workers)
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1333,21 +1338,36 @@ fn explain(
             );
         }
         (Direction::Up, Action::ScaleUp) if held_up <= policy.up_trigger() => {
+            // The composite score is inside its band: a workload's own dimensions (brokers on
+            // their own signals, or the workers' without the broker dimensions) held above.
+            let own: Vec<String> = [WorkloadRole::Workers, WorkloadRole::Brokers]
+                .into_iter()
+                .filter(|role| {
+                    workload_scores(policy, &d.dimensions, *role).is_some_and(|(_, up, _)| up > policy.up_trigger())
+                })
+                .map(|role| {
+                    let dims = d
+                        .dimensions
+                        .iter()
+                        .zip(&policy.dimensions)
+                        .filter(|(_, p)| follows(policy, role, p))
+                        .filter_map(|(b, p)| {
+                            b.held_up.map(|r| format!("{} {r:.2}× over {}", b.name, secs_text(p.sustain_secs)))
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    format!(
+                        "the {} dimensions held above {:.2} ({dims})",
+                        role_name(role).trim_end_matches('s'),
+                        policy.up_trigger()
+                    )
+                })
+                .collect();
             let _ = write!(
                 out,
-                "Broker dimensions held above {:.2} ({}): {}.",
+                "Score {score:.2} (held {held_up:.2}) is not above {:.2}, but {}: {}.",
                 policy.up_trigger(),
-                d.dimensions
-                    .iter()
-                    .zip(&policy.dimensions)
-                    .filter(|(_, p)| p.workload == WorkloadRole::Brokers)
-                    .filter_map(|(b, p)| b.held_up.map(|r| format!(
-                        "{} {r:.2}× over {}",
-                        b.name,
-                        secs_text(p.sustain_secs)
-                    )))
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                own.join(" and "),
                 change_text(d.current, d.desired)
             );
         }

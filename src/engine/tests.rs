@@ -899,3 +899,22 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_scale_up_on_the_workers_own_dimensions_says_so() {
+    // Brokers on their own signals: workers follow lag alone. Lag held at 1.3× for its 3m window
+    // while the broker dimensions sit at 0.5×: the composite score (0.45 × 1.3 + 0.55 × 0.5 =
+    // 0.86) is inside the band, yet workers scale up, and the reason names lag (not the broker
+    // dimensions, which did not move anything).
+    let mut p = kafka_policy();
+    for d in &mut p.dimensions {
+        d.ceiling = None;
+    }
+    let start = Replicas { brokers: 3, workers: 6 };
+    let ds = run(&p, start, 20, |_, cur| readings_at(&p, &[1.3, 0.5, 0.5], cur));
+    let up = first_action(&ds, Action::ScaleUp).expect("lag held above the band scales workers up");
+    assert!(up.score.unwrap() < p.up_trigger(), "the composite score stays inside the band");
+    assert_eq!(up.desired.workers, 8, "ceil(6 × 1.3)");
+    assert!(up.reason.contains("the worker dimensions held above 1.10 (lag 1.30× over 3m)"), "{}", up.reason);
+    assert!(!up.reason.contains("bytes-in"), "{}", up.reason);
+}
