@@ -136,9 +136,10 @@ struct SimulateArgs {
     /// Also write an SVG plot here.
     #[arg(long)]
     plot: Option<PathBuf>,
-    /// Also replay a baseline policy and compare the summaries.
+    /// Also replay a baseline and compare the summaries (repeat for more than one; the plot
+    /// draws the first).
     #[arg(long, value_enum)]
-    baseline: Option<Baseline>,
+    baseline: Vec<Baseline>,
     /// Replicas at the start, e.g. `brokers=3,workers=12` (default: each workload's minReplicas).
     #[arg(long)]
     initial: Option<String>,
@@ -164,6 +165,10 @@ enum Baseline {
     /// A HorizontalPodAutoscaler v2 on the same metrics: largest ratio, no sustain windows,
     /// default behavior.
     Hpa,
+    /// The fewest replicas that keep every dimension inside its tolerance band, chosen knowing
+    /// each reading in advance: the replica-minutes no policy reaches without time
+    /// under-provisioned.
+    Hindsight,
 }
 
 fn main() -> ExitCode {
@@ -374,19 +379,24 @@ fn run_simulate(args: SimulateArgs) -> Result<(), String> {
     };
     let options = ReplayOptions { initial, feedback: !args.no_feedback, max_evaluations: args.max_evaluations };
     let replay = simulate::replay("plan", policy, policy, &trace, options).map_err(|e| e.to_string())?;
-    let baseline = match args.baseline {
-        Some(Baseline::Hpa) => {
-            Some(simulate::replay("hpa", &policy.hpa_baseline(), policy, &trace, options).map_err(|e| e.to_string())?)
+    let mut baselines = Vec::new();
+    for b in &args.baseline {
+        let replay = match b {
+            Baseline::Hpa => simulate::replay("hpa", &policy.hpa_baseline(), policy, &trace, options),
+            Baseline::Hindsight => simulate::hindsight::replay(policy, &trace, options),
+        };
+        let replay = replay.map_err(|e| e.to_string())?;
+        if !baselines.iter().any(|r: &simulate::Replay| r.label == replay.label) {
+            baselines.push(replay);
         }
-        None => None,
-    };
+    }
     warn_about_gaps(&trace, policy.interval_secs);
 
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let io = |e: std::io::Error| format!("cannot write output: {e}");
     let mut summaries = vec![(&replay, replay.summary())];
-    if let Some(b) = &baseline {
+    for b in &baselines {
         summaries.push((b, b.summary()));
     }
     match args.output {
@@ -415,7 +425,7 @@ fn run_simulate(args: SimulateArgs) -> Result<(), String> {
     }
     if let Some(path) = &args.plot {
         let title = format!("FulfillmentPlan {} — simulated", plan.metadata.name.clone().unwrap_or_default());
-        simulate::write_svg(path, &title, &replay, baseline.as_ref()).map_err(|e| e.to_string())?;
+        simulate::write_svg(path, &title, &replay, baselines.first()).map_err(|e| e.to_string())?;
         if matches!(args.output, Output::Table) {
             writeln!(out, "Plot written to {}", path.display()).map_err(io)?;
         }

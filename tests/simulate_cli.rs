@@ -94,6 +94,36 @@ fn the_summary_sets_plan_and_hpa_side_by_side_in_the_table_and_the_last_jsonl_re
 }
 
 #[test]
+fn the_hindsight_baseline_is_the_floor_beside_the_plan_and_the_hpa() {
+    let args = [
+        "simulate",
+        PLAN,
+        "--trace",
+        "examples/traces/diurnal-day.csv",
+        "--baseline",
+        "hpa",
+        "--baseline",
+        "hindsight",
+        "--output",
+        "jsonl",
+    ];
+    let out = ok(&args);
+    let last: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let s = &last["summary"];
+    let rm = |k: &str| s[k]["replica_minutes"].as_f64().unwrap();
+    // Never under-provisioned, and no policy that is not under-provisioned spends less.
+    for d in s["hindsight"]["dimensions"].as_array().unwrap() {
+        assert_eq!(d["under_provisioned_minutes"].as_f64(), Some(0.0), "{d}");
+    }
+    assert!(rm("hindsight") < rm("plan") && rm("hindsight") < rm("hpa"), "{s}");
+    // The table has the three columns, in the order asked.
+    let table = ok(&args[..args.len() - 2]);
+    let header = table.lines().find(|l| l.starts_with("summary")).unwrap();
+    let cols: Vec<&str> = header.split_whitespace().collect();
+    assert_eq!(cols, ["summary", "plan", "hpa", "hindsight"], "{header}");
+}
+
+#[test]
 fn jsonl_contract_on_the_flash_sale() {
     let steps = jsonl(&["simulate", PLAN, "--trace", "examples/traces/flash-sale.csv", "--output", "jsonl"]);
     // Three hours at 15 s.

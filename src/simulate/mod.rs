@@ -13,6 +13,7 @@
 //! change only by failover; the local cluster's are the replayed plan's workers (raised by
 //! failover for the step it happens in, as the controller's next evaluation would read them).
 
+pub mod hindsight;
 mod output;
 mod plot;
 mod trace;
