@@ -124,6 +124,7 @@ pub struct FulfillmentPlanSpec {
         validation = Rule::new("self.all(c, self.filter(d, d.name == c.name).size() == 1)").message("cluster names must be unique: rename the duplicate cluster"),
         validation = Rule::new("self.filter(c, !has(c.kubeconfigSecretRef)).size() <= 1").message("at most one cluster can be the local one (without kubeconfigSecretRef)"),
         validation = Rule::new("self.all(c, self.filter(d, d.backend == c.backend).size() == 1)").message("each cluster needs its own backend in the route"),
+        validation = Rule::new("size(self) == 0 || self.exists(c, !has(c.drain) || !c.drain)").message("at least one cluster must stay undrained to take the traffic: set drain: false on one"),
     )]
     pub clusters: Vec<ClusterSpec>,
 
@@ -166,6 +167,14 @@ pub struct ClusterSpec {
     #[serde(default = "default_unreachable_after")]
     #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') && duration(self) <= duration('1h')").message("unreachableAfter must be a Go duration of at most 1h, such as 30s"))]
     pub unreachable_after: GoDuration,
+    /// Planned maintenance: `true` moves this cluster's traffic away progressively — the
+    /// failback steps in reverse (with steps `[1, 5, 25, 50, 100]` it keeps 50 %, 25 %, 5 %,
+    /// 1 %, then 0 % of its share), one step per `failback.stepInterval` while the failback gates
+    /// hold, one step back when a gate fails — and removing it (or `false`) brings the traffic
+    /// back the same gated way through the failback steps. Survivors are raised before each step
+    /// as in a failover. At least one cluster must stay undrained.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drain: bool,
 }
 
 fn default_unreachable_after() -> GoDuration {
@@ -275,9 +284,33 @@ pub struct FailoverSpec {
     #[x_kube(validation = Rule::new("self >= 1 && self <= 100").message("shiftPercent must be between 1 and 100"))]
     pub shift_percent: i32,
     /// Scale the healthy clusters' workers for the share they absorb before moving traffic
-    /// (default true).
+    /// (default true). The route then moves once those workers report ready (see
+    /// `survivorReadyTimeout`).
     #[serde(default = "yes")]
     pub prescale_survivors: bool,
+    /// With `prescaleSurvivors`, how long the route waits for the raised survivors to report
+    /// their new workers ready (`status.readyReplicas` of a Deployment or StatefulSet; a kind
+    /// without a readiness count is taken as ready at once) before moving anyway with a
+    /// `SurvivorsNotReady` Warning: the failed cluster is worse than a survivor still starting.
+    /// Default 2m: long enough for workers that pull a cached image and pass a readiness probe
+    /// (seconds to a minute), short enough that a stuck rollout (image pull errors, no node
+    /// capacity) does not keep traffic on a failed cluster. Go duration, 0s to 30m.
+    #[serde(default = "default_survivor_ready_timeout")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') && duration(self) <= duration('30m')").message("survivorReadyTimeout must be a Go duration of at most 30m, such as 2m"))]
+    pub survivor_ready_timeout: GoDuration,
+    /// How long a drill (`kubectl annotate fulfillmentplan NAME fulfillment.dev/drill=CLUSTER`)
+    /// holds its cluster failed before failing back, unless the annotation is removed first.
+    /// Default 10m: time to watch the survivors carry the load. Go duration, 1m to 24h.
+    #[serde(default = "default_drill_duration")]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') && duration(self) >= duration('1m') && duration(self) <= duration('24h')").message("drillDuration must be a Go duration between 1m and 24h, such as 10m"))]
+    pub drill_duration: GoDuration,
+}
+
+fn default_survivor_ready_timeout() -> GoDuration {
+    GoDuration::from_secs(120)
+}
+fn default_drill_duration() -> GoDuration {
+    GoDuration::from_secs(600)
 }
 
 fn default_shift() -> i32 {
@@ -289,7 +322,12 @@ fn yes() -> bool {
 
 impl Default for FailoverSpec {
     fn default() -> Self {
-        Self { shift_percent: 70, prescale_survivors: true }
+        Self {
+            shift_percent: 70,
+            prescale_survivors: true,
+            survivor_ready_timeout: default_survivor_ready_timeout(),
+            drill_duration: default_drill_duration(),
+        }
     }
 }
 
@@ -340,6 +378,10 @@ pub enum FailbackApproval {
 /// The annotation that approves a waiting failback: its value names the clusters
 /// (comma-separated).
 pub const APPROVE_FAILBACK_ANNOTATION: &str = "fulfillment.dev/approve-failback";
+
+/// The annotation that starts a drill: its value names the cluster to treat as failed. Used
+/// once: to drill again, remove it and annotate again (one left on starts nothing).
+pub const DRILL_ANNOTATION: &str = "fulfillment.dev/drill";
 
 fn default_hold_down() -> GoDuration {
     GoDuration::from_secs(120)
@@ -1052,6 +1094,12 @@ pub struct TrafficStatus {
     /// keeps its own copy in `traffic.memory`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub all_healthy_since: Option<Time>,
+    /// The route change under way: decided, survivors raised, waiting for them to report ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_shift: Option<ShiftStatus>,
+    /// The last route change made, with its measured times.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_shift: Option<ShiftStatus>,
     /// The failover decision's memory (health and gate samples, phases, raised workers), kept
     /// so a restart or a new leader resumes where it was. Owned by the operator: an opaque,
     /// versioned object (`version`) of at most 256 KiB whose fields are not an API. Do not write
@@ -1063,6 +1111,55 @@ pub struct TrafficStatus {
 
 fn opaque_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
+}
+
+/// The measured times of a route change.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ShiftStatus {
+    /// When the decision first wanted the new weights (for a failover: the breach confirmed).
+    pub decided: Time,
+    /// When the survivors were asked for more workers (absent: none needed raising).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub survivors_asked: Option<Time>,
+    /// When every survivor reported the workers it needs ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub survivors_ready: Option<Time>,
+    /// When the route was set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_moved: Option<Time>,
+    /// Seconds from `decided` to `routeMoved`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds_to_move: Option<f64>,
+    /// True when the route moved because `survivorReadyTimeout` passed, not because the
+    /// survivors were ready.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub timed_out: bool,
+    /// The survivors the route waits for, as `cluster ready/needed`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting_for: Vec<String>,
+}
+
+/// A drill's measured times.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DrillStatus {
+    /// `Running`, `Completed` or `Aborted` (a real failure ended it).
+    pub state: String,
+    /// When the annotation was seen and the cluster counted as failed.
+    pub started: Time,
+    /// When the route moved away from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_moved: Option<Time>,
+    /// Seconds from `started` to `routeMoved`: the failover time the drill measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds_to_move: Option<f64>,
+    /// When the hold ended (`drillDuration` passed or the annotation was removed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_ended: Option<Time>,
+    /// When failback completed (or a real failure ended the drill).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<Time>,
 }
 
 /// A cluster's failover phase.
@@ -1128,4 +1225,14 @@ pub struct ClusterStatus {
     /// Since when failback has been waiting for approval (the end of the hold-down).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_since: Option<Time>,
+    /// Workers ready in this cluster (`status.readyReplicas` of its workers target), where the
+    /// kind reports readiness.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_workers: Option<i32>,
+    /// Percent of its normal share a drain leaves it (absent when not drained).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_kept_percent: Option<i32>,
+    /// Its running drill, or the last one, with the measured times.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<DrillStatus>,
 }

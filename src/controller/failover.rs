@@ -13,13 +13,14 @@ use kube::{Client, ResourceExt};
 use super::Context;
 use super::targets::TargetError;
 use crate::crd::{
-    APPROVE_FAILBACK_ANNOTATION, ClusterSpec, ClusterStatus, FulfillmentPlan, ScaleTargetRef, TrafficStatus,
+    APPROVE_FAILBACK_ANNOTATION, ClusterSpec, ClusterStatus, DRILL_ANNOTATION, DrillStatus, FulfillmentPlan,
+    ScaleTargetRef, ShiftStatus, TrafficStatus,
 };
 use crate::engine::EventReason;
 use crate::engine::failover::{
     self, Applied, ClusterReading, FailoverDecision, FailoverEvent, FailoverReadings, Settled,
 };
-use crate::engine::traffic::{TrafficMemory, TrafficPolicy};
+use crate::engine::traffic::{DrillTimes, ShiftTiming, TrafficMemory, TrafficPolicy};
 use crate::prometheus::PrometheusSource;
 use crate::router::{DnsWeights, Router, RouterError, TrafficRouter, WeightedRoute};
 use crate::time::to_time;
@@ -187,7 +188,7 @@ async fn fetch(ctx: &Context, scope: &Scope<'_>) -> Fetched {
             _ => None,
         };
         let workers = read.and_then(Result::ok).map(|r| r.desired);
-        clusters.push(ClusterReading { health, reachable, workers });
+        clusters.push(ClusterReading { health, reachable, workers, ready: None });
         clients.push(client);
     }
     let mut gates = Vec::new();
@@ -217,11 +218,10 @@ async fn fetch(ctx: &Context, scope: &Scope<'_>) -> Fetched {
         }
         (None, _) => None,
     };
-    let approvals = failover::approvals(
-        scope.policy,
-        scope.plan.metadata.annotations.as_ref().and_then(|a| a.get(APPROVE_FAILBACK_ANNOTATION)).map(String::as_str),
-    );
-    Fetched { readings: FailoverReadings { clusters, gates, route, approvals }, clients, router, warnings }
+    let annotation = |key: &str| scope.plan.metadata.annotations.as_ref().and_then(|a| a.get(key)).map(String::as_str);
+    let approvals = failover::approvals(scope.policy, annotation(APPROVE_FAILBACK_ANNOTATION));
+    let drills = failover::drills(scope.policy, annotation(DRILL_ANNOTATION));
+    Fetched { readings: FailoverReadings { clusters, gates, route, approvals, drills }, clients, router, warnings }
 }
 
 /// Survivors first; the route only if every raise was made; then restores.
@@ -299,16 +299,65 @@ fn report(
                 prescaled_from: settled.memory.raised_from().get(i).copied().flatten().map(|v| v as i32),
                 waiting_for: decision.waiting.get(i).copied().flatten().map(|w| waiting_for(plan, &c.name, w.stale)),
                 waiting_since: decision.waiting.get(i).copied().flatten().and_then(|w| to_time(w.since)),
+                ready_workers: reading.ready.map(|r| r as i32),
+                drain_kept_percent: decision.drain_kept.get(i).filter(|k| **k < 100.0).map(|k| k.round() as i32),
+                drill: settled
+                    .memory
+                    .drill(i)
+                    .map(|d| drill_status(&d, "Running"))
+                    .or_else(|| {
+                        settled
+                            .memory
+                            .last_drill(i)
+                            .map(|d| drill_status(&d, if d.aborted { "Aborted" } else { "Completed" }))
+                    })
+                    .flatten(),
             }
         })
         .collect();
+    let pending_shift = settled.memory.pending_shift().and_then(|s| {
+        let mut status = shift_status(s)?;
+        status.waiting_for = decision
+            .not_ready
+            .iter()
+            .map(|n| format!("{} {}/{} workers ready", policy.clusters[n.cluster].name, n.ready, n.needed))
+            .collect();
+        Some(status)
+    });
     TrafficStatus {
         clusters,
         all_healthy_since: settled.memory.all_healthy_since().and_then(to_time),
+        pending_shift,
+        last_shift: settled.memory.last_shift().and_then(shift_status),
         memory: super::memory::traffic_to_status(&settled.memory)
             .inspect_err(|e| tracing::warn!(error = %e, "failover memory not kept in status"))
             .ok(),
     }
+}
+
+/// A route change's times as status shows them.
+fn shift_status(shift: &ShiftTiming) -> Option<ShiftStatus> {
+    Some(ShiftStatus {
+        decided: to_time(shift.decided)?,
+        survivors_asked: shift.survivors_asked.and_then(to_time),
+        survivors_ready: shift.survivors_ready.and_then(to_time),
+        route_moved: shift.route_moved.and_then(to_time),
+        seconds_to_move: shift.route_moved.map(|m| ((m - shift.decided) * 1000.0).round() / 1000.0),
+        timed_out: shift.timed_out,
+        waiting_for: Vec::new(),
+    })
+}
+
+/// A drill's times as status shows them.
+fn drill_status(drill: &DrillTimes, state: &str) -> Option<DrillStatus> {
+    Some(DrillStatus {
+        state: state.to_string(),
+        started: to_time(drill.started)?,
+        route_moved: drill.route_moved.and_then(to_time),
+        seconds_to_move: drill.route_moved.map(|m| ((m - drill.started) * 1000.0).round() / 1000.0),
+        hold_ended: drill.hold_ended.and_then(to_time),
+        ended: drill.ended.and_then(to_time),
+    })
 }
 
 /// What a failback waiting for approval waits for, as the command that gives it.
@@ -480,11 +529,17 @@ mod tests {
                 let workers = world.workers.lock().unwrap().clone();
                 let readings = FailoverReadings {
                     clusters: (0..policy.clusters.len())
-                        .map(|c| ClusterReading { health: row.health[c], reachable: true, workers: Some(workers[c]) })
+                        .map(|c| ClusterReading {
+                            health: row.health[c],
+                            reachable: true,
+                            workers: Some(workers[c]),
+                            ready: None,
+                        })
                         .collect(),
                     gates: row.gates.clone(),
                     route: Some(world.route.lock().unwrap().clone()),
                     approvals: Vec::new(),
+                    drills: Vec::new(),
                 };
                 let memory =
                     crate::controller::memory::traffic_from_status(Some(&status), policy).unwrap().unwrap_or_default();

@@ -150,12 +150,13 @@ mod tests {
         // It continues failing back from step 1, and the raised workers are restored from 12 later.
         let readings = FailoverReadings {
             clusters: vec![
-                ClusterReading { health: Some(0.05), reachable: true, workers: Some(12) },
-                ClusterReading { health: Some(0.05), reachable: true, workers: Some(21) },
+                ClusterReading { health: Some(0.05), reachable: true, workers: Some(12), ready: None },
+                ClusterReading { health: Some(0.05), reachable: true, workers: Some(21), ready: None },
             ],
             gates: vec![Some(0.0)],
             route: Some(vec![10, 90]),
             approvals: Vec::new(),
+            drills: Vec::new(),
         };
         let d = failover::decide(&policy, &traffic, &readings, 505.0);
         assert!(matches!(d.phases[0], crate::engine::traffic::ClusterPhase::FailingBack { step: 1, .. }));
@@ -190,10 +191,11 @@ mod tests {
         let mut memory = TrafficMemory::default();
         // A pathological history: 50 samples a second over a two-minute window, four clusters.
         let readings = FailoverReadings {
-            clusters: vec![ClusterReading { health: Some(0.05), reachable: true, workers: Some(12) }; 4],
+            clusters: vec![ClusterReading { health: Some(0.05), reachable: true, workers: Some(12), ready: None }; 4],
             gates: vec![Some(0.0)],
             route: None,
             approvals: Vec::new(),
+            drills: Vec::new(),
         };
         let mut t = 0.0;
         while t < 125.0 {

@@ -65,6 +65,28 @@ pub enum EventReason {
     FailbackAwaitingApproval,
     /// An admin approved a waiting failback.
     FailbackApproved,
+    /// Survivors report the workers they were raised to ready; traffic moves.
+    SurvivorsReady,
+    /// Survivors were not ready within `survivorReadyTimeout`; traffic moved anyway (Warning).
+    SurvivorsNotReady,
+    /// The drill annotation made a cluster count as failed.
+    DrillStarted,
+    /// A drilled cluster is back at its full share; the note has the measured times.
+    DrillCompleted,
+    /// A real failure ended a drill (Warning).
+    DrillAborted,
+    /// The drill annotation named a cluster while not every cluster was healthy and undrained (Warning).
+    DrillRefused,
+    /// A drained cluster's share went one step down.
+    DrainStep,
+    /// A drained cluster reached 0 % of the traffic.
+    DrainCompleted,
+    /// A cluster no longer drained got one step of its share back.
+    DrainReturnStep,
+    /// A cluster no longer drained is back at its full share.
+    DrainReturned,
+    /// A gate failed during a drain or its return; one step back (Warning).
+    DrainRolledBack,
 }
 
 impl EventReason {
@@ -99,6 +121,17 @@ impl EventReason {
             EventReason::DnsTtlAboveStepInterval => "DnsTtlAboveStepInterval",
             EventReason::FailbackAwaitingApproval => "FailbackAwaitingApproval",
             EventReason::FailbackApproved => "FailbackApproved",
+            EventReason::SurvivorsReady => "SurvivorsReady",
+            EventReason::SurvivorsNotReady => "SurvivorsNotReady",
+            EventReason::DrillStarted => "DrillStarted",
+            EventReason::DrillCompleted => "DrillCompleted",
+            EventReason::DrillAborted => "DrillAborted",
+            EventReason::DrillRefused => "DrillRefused",
+            EventReason::DrainStep => "DrainStep",
+            EventReason::DrainCompleted => "DrainCompleted",
+            EventReason::DrainReturnStep => "DrainReturnStep",
+            EventReason::DrainReturned => "DrainReturned",
+            EventReason::DrainRolledBack => "DrainRolledBack",
         }
     }
 
@@ -120,6 +153,10 @@ impl EventReason {
                 | EventReason::SurvivorsNotRestored
                 | EventReason::ScaleNotApplied
                 | EventReason::DnsTtlAboveStepInterval
+                | EventReason::SurvivorsNotReady
+                | EventReason::DrillAborted
+                | EventReason::DrillRefused
+                | EventReason::DrainRolledBack
         )
     }
 }

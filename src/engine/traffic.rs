@@ -7,6 +7,25 @@
 //! at failback step `p` % it keeps `100 − shift + shift × p / 100` %; what it sheds goes to the
 //! fully healthy clusters in proportion to their normal weights. With no fully healthy cluster
 //! the last weights are kept (never all zero). Integer percentages always sum to 100.
+//!
+//! Two more per-cluster inputs feed the same machine, beside health and the approval:
+//!
+//! - A **drill** (the `fulfillment.dev/drill` annotation names the cluster): the cluster counts
+//!   as failed at once (no breach window: an admin asked for it), for `drill_duration` or until
+//!   the annotation is removed, then recovers through the ordinary hold-down and gated failback
+//!   steps (and waits for approval under `failback.approval: Manual`, as a real one would). A
+//!   drill starts only while every cluster is healthy and undrained, and a real failure wins: a
+//!   real breach of the drilled cluster turns the drill into a real failover, a real failure of
+//!   any other cluster ends the drill at once (the drilled cluster takes its traffic back).
+//!   Like an approval, an annotation is used once ([`DrillMemory`]): one left on after a drill
+//!   (or given while the operator was not watching) starts nothing until removed and given again.
+//! - A **drain** (`clusters[].drain: true`): independent of health, the cluster's share walks
+//!   down the failback ladder in reverse — with steps `[1, 5, 25, 50, 100]` it keeps 50 %, 25 %,
+//!   5 %, 1 %, then 0 % of its share — one level per step interval while the gates hold, one
+//!   level back when a gate fails; with the field removed it walks back up the same way (1 %,
+//!   5 %, 25 %, 50 %, 100 %: exactly the failback steps). A drain never moves while no other
+//!   cluster can receive traffic. A cluster's share is the smaller of what its health phase and
+//!   its drain level leave it.
 
 use std::collections::VecDeque;
 
@@ -35,6 +54,8 @@ pub struct ClusterPolicy {
     /// The cluster the operator runs in (no kubeconfig): its workers follow the plan's own
     /// scoring once failover is over, so they are never restored by failover.
     pub local: bool,
+    /// `clusters[].drain`: move its traffic away progressively (and back once unset).
+    pub drain: bool,
 }
 
 /// A failback gate: a query that must stay at or below `bound` for `hold` seconds.
@@ -72,6 +93,11 @@ pub struct TrafficPolicy {
     pub restore_after: f64,
     /// `failback.approval: Manual`: failback waits at the end of the hold-down for an approval.
     pub manual_approval: bool,
+    /// With `prescale_survivors`, the route waits at most this long for the raised survivors to
+    /// report their workers ready, then moves anyway, seconds.
+    pub survivor_ready_timeout: f64,
+    /// How long a drill holds its cluster failed (unless the annotation goes first), seconds.
+    pub drill_duration: f64,
 }
 
 /// One cluster's phase.
@@ -142,6 +168,31 @@ pub enum TrafficEvent {
     FailbackApproved(String),
     /// No cluster is fully healthy; weights are kept.
     AllClustersUnhealthy,
+    /// The drill annotation made the cluster count as failed (a `FailoverStarted` follows).
+    DrillStarted(String),
+    /// A drilled cluster is back at its full share.
+    DrillCompleted(String),
+    /// A real failure ended a drill: the drilled cluster's own (the failover stands as a real
+    /// one) or another cluster's (the drilled cluster takes its traffic back at once).
+    DrillAborted {
+        /// The drilled cluster.
+        cluster: String,
+        /// The cluster whose real failure ended it (the drilled one itself, or another).
+        failed: String,
+    },
+    /// The drill annotation named a cluster while not every cluster was healthy and undrained:
+    /// no drill (the annotation is used up).
+    DrillRefused(String),
+    /// A drained cluster's share went one level down.
+    DrainStep(String),
+    /// A drained cluster reached 0 %.
+    DrainCompleted(String),
+    /// A cluster no longer drained got one level of its share back.
+    DrainReturnStep(String),
+    /// A cluster no longer drained is back at its full share.
+    DrainReturned(String),
+    /// A gate failed during a drain or its return: one level back.
+    DrainRolledBack(String),
 }
 
 /// A health (or gate) reading: a value, or nothing (no data / unreachable).
@@ -168,6 +219,92 @@ pub struct TrafficMemory {
     /// Per cluster: where its failback approval stands (`failback.approval: Manual`).
     #[serde(default)]
     pub(super) approval: Vec<ApprovalMemory>,
+    /// Per cluster: its drill, if one is asked for or running.
+    #[serde(default)]
+    pub(super) drill: Vec<DrillMemory>,
+    /// Per cluster: how far it is drained.
+    #[serde(default)]
+    pub(super) drain: Vec<DrainMemory>,
+    /// The route change under way (the route differs from the decision: survivors asked,
+    /// waiting for them to be ready), with its measured times so far.
+    #[serde(default)]
+    pub(super) shift: Option<ShiftTiming>,
+    /// The last route change made, with its measured times.
+    #[serde(default)]
+    pub(super) last_shift: Option<ShiftTiming>,
+}
+
+/// Where one cluster's drill stands.
+///
+/// The annotation starts a drill only when it is *armed*: seen not naming the cluster since the
+/// last drill began (the first evaluation that sees a plan counts as not armed). So a drill
+/// annotation left on after its drill completed never starts a second one, and one present
+/// before the operator first saw the plan (or lost its memory) starts nothing: remove it and
+/// annotate again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DrillMemory {
+    /// Whether the annotation naming the cluster now would start a drill.
+    #[serde(default)]
+    pub(super) armed: bool,
+    /// The running drill, if one is (until its failback completes or a real failure ends it).
+    #[serde(default)]
+    pub(super) running: Option<DrillTimes>,
+    /// The last drill that ended, for status.
+    #[serde(default)]
+    pub(super) last: Option<DrillTimes>,
+}
+
+/// The measured times of a drill, seconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DrillTimes {
+    /// When the annotation was seen and the cluster counted as failed ("breach confirmed").
+    pub started: f64,
+    /// When the route moved away from it (after the survivors were asked and ready).
+    #[serde(default)]
+    pub route_moved: Option<f64>,
+    /// When the hold ended (the drill duration passed or the annotation was removed).
+    #[serde(default)]
+    pub hold_ended: Option<f64>,
+    /// When failback completed, or a real failure ended the drill.
+    #[serde(default)]
+    pub ended: Option<f64>,
+    /// Whether a real failure ended it.
+    #[serde(default)]
+    pub aborted: bool,
+}
+
+/// How far one cluster is drained: its level on the drain ladder (0: not drained; the number of
+/// failback steps: its share is 0 %) and when the level last changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DrainMemory {
+    /// Level on the ladder.
+    #[serde(default)]
+    pub(super) level: usize,
+    /// When it last changed, seconds.
+    #[serde(default)]
+    pub(super) at: Option<f64>,
+}
+
+/// The measured times of one route change, seconds: when the decision first wanted the new
+/// weights (for a failover: the breach confirmed), when the survivors were asked for workers,
+/// when they reported them ready, when the route moved.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ShiftTiming {
+    /// When the route first differed from the decision's weights.
+    pub decided: f64,
+    /// When raised survivors were asked for workers (None: none needed raising).
+    #[serde(default)]
+    pub survivors_asked: Option<f64>,
+    /// When every survivor absorbing traffic reported enough workers ready.
+    #[serde(default)]
+    pub survivors_ready: Option<f64>,
+    /// When the route was set (None: still waiting).
+    #[serde(default)]
+    pub route_moved: Option<f64>,
+    /// Whether the route moved because `survivorReadyTimeout` passed, not because survivors were
+    /// ready.
+    #[serde(default)]
+    pub timed_out: bool,
 }
 
 /// Where one cluster's failback approval stands.
@@ -208,6 +345,10 @@ pub struct TrafficDecision {
     pub absorb: Vec<f64>,
     /// Per cluster: the failback waiting for approval, if one is.
     pub waiting: Vec<Option<Waiting>>,
+    /// Per cluster: percent of its normal share a drain keeps (100 when not drained).
+    pub drain_kept: Vec<f64>,
+    /// Per cluster: its drill, if one is running.
+    pub drills: Vec<Option<DrillTimes>>,
     /// What happened.
     pub events: Vec<TrafficEvent>,
 }
@@ -230,6 +371,7 @@ impl TrafficPolicy {
                     breach_for: c.health.breach_for.as_secs_f64(),
                     unreachable_after: c.unreachable_after.as_secs_f64(),
                     local: c.kubeconfig_secret_ref.is_none(),
+                    drain: c.drain,
                 })
                 .collect(),
             shift_percent: f64::from(traffic.failover.shift_percent.clamp(1, 100)),
@@ -246,6 +388,8 @@ impl TrafficPolicy {
             workers: super::policy::workload_bounds(&spec.workloads.workers),
             restore_after: spec.scaling.scale_down.stabilization_window.as_secs_f64(),
             manual_approval: traffic.failback.approval == crate::crd::FailbackApproval::Manual,
+            survivor_ready_timeout: traffic.failover.survivor_ready_timeout.as_secs_f64(),
+            drill_duration: traffic.failover.drill_duration.as_secs_f64(),
         })
     }
 }
@@ -264,6 +408,36 @@ impl TrafficMemory {
     /// Since when cluster `c`'s failback has waited for approval, if it is waiting.
     pub fn waiting_since(&self, c: usize) -> Option<f64> {
         self.approval.get(c).and_then(|a| a.waiting_since)
+    }
+
+    /// Cluster `c`'s running drill, if one is.
+    pub fn drill(&self, c: usize) -> Option<DrillTimes> {
+        self.drill.get(c).and_then(|d| d.running)
+    }
+
+    /// Cluster `c`'s last ended drill, if one ended.
+    pub fn last_drill(&self, c: usize) -> Option<DrillTimes> {
+        self.drill.get(c).and_then(|d| d.last)
+    }
+
+    /// Whether the drill annotation naming cluster `c` now would start a drill.
+    pub fn drill_armed(&self, c: usize) -> bool {
+        self.drill.get(c).is_some_and(|d| d.armed)
+    }
+
+    /// Cluster `c`'s level on the drain ladder (0: not drained).
+    pub fn drain_level(&self, c: usize) -> usize {
+        self.drain.get(c).map_or(0, |d| d.level)
+    }
+
+    /// The route change under way (survivors asked, not moved yet), with its times so far.
+    pub fn pending_shift(&self) -> Option<&ShiftTiming> {
+        self.shift.as_ref()
+    }
+
+    /// The last route change made, with its times.
+    pub fn last_shift(&self) -> Option<&ShiftTiming> {
+        self.last_shift.as_ref()
     }
 
     /// This memory with the raised workers and the all-healthy time that operators before
@@ -365,15 +539,28 @@ pub(crate) fn push<C: Check>(samples: &mut VecDeque<C>, now: f64, ok: bool, keep
     }
 }
 
+/// Percent of its normal share a cluster keeps at drain `level`: the failback steps read
+/// backwards (level 1 keeps the next-to-last step's percent, …), 0 at the bottom of the ladder
+/// (`level` = the number of steps).
+pub fn drain_kept(policy: &TrafficPolicy, level: usize) -> f64 {
+    let n = policy.steps.len();
+    match level {
+        0 => 100.0,
+        l if l >= n => 0.0,
+        l => policy.steps[n - 1 - l].clamp(0.0, 100.0),
+    }
+}
+
 /// Decide traffic at `now` from one health sample per cluster (`None`: no answer, counted as a
 /// breach once it lasts `unreachable_after`), one sample per gate, and per cluster whether the
-/// approval annotation names it (missing entries: no).
+/// approval annotation names it and whether the drill annotation names it (missing entries: no).
 pub fn decide_traffic(
     policy: &TrafficPolicy,
     memory: &mut TrafficMemory,
     health: &[Sample],
     gates: &[Sample],
     approvals: &[bool],
+    drills: &[bool],
     now: f64,
 ) -> TrafficDecision {
     let n = policy.clusters.len();
@@ -387,10 +574,16 @@ pub fn decide_traffic(
             raised_from: vec![None; n],
             all_healthy_since: None,
             approval: vec![ApprovalMemory::default(); n],
+            drill: vec![DrillMemory::default(); n],
+            drain: vec![DrainMemory::default(); n],
+            shift: None,
+            last_shift: None,
         };
     }
     memory.raised_from.resize(n, None);
     memory.approval.resize(n, ApprovalMemory::default());
+    memory.drill.resize(n, DrillMemory::default());
+    memory.drain.resize(n, DrainMemory::default());
     let mut waiting = vec![None; n];
     let mut events = Vec::new();
     for (g, gate) in policy.gates.iter().enumerate() {
@@ -400,6 +593,14 @@ pub fn decide_traffic(
     let gates_held = policy.gates.iter().enumerate().all(|(g, gate)| held(&memory.gates[g], now, gate.hold, true));
     let gate_failing =
         policy.gates.iter().enumerate().find(|(g, _)| memory.gates[*g].back().is_some_and(|(_, ok)| !ok));
+    // A drill starts only from a quiet state: every cluster healthy, none drained, no drill on.
+    let quiet = memory.phases.iter().all(|p| *p == ClusterPhase::Healthy)
+        && memory.drain.iter().all(|d| d.level == 0)
+        && !policy.clusters.iter().any(|c| c.drain)
+        && memory.drill.iter().all(|d| d.running.is_none());
+    let mut drill_started = false;
+    // Clusters whose real breach is confirmed this evaluation (drills end on any).
+    let mut really_failed: Vec<usize> = Vec::new();
 
     for (c, cluster) in policy.clusters.iter().enumerate() {
         let sample = health.get(c).copied().flatten();
@@ -416,6 +617,9 @@ pub fn decide_traffic(
             cluster.breach_for.max(cluster.unreachable_after).max(policy.hold_down) + 1.0,
         );
         let breach_held = held(&memory.health[c], now, window, false);
+        if breach_held {
+            really_failed.push(c);
+        }
         if breached_now {
             memory.healthy_since[c] = None;
         } else if memory.healthy_since[c].is_none() {
@@ -429,11 +633,50 @@ pub fn decide_traffic(
             memory.approval[c].armed = true;
         }
         let approved = named && memory.approval[c].armed;
-        let recovered = !breached_now && healthy_for + TIME_EPSILON >= policy.hold_down;
+
+        // The drill: started by a fresh annotation, held for its duration or while named.
+        let drill_named = drills.get(c).copied().unwrap_or(false);
+        let drill = &mut memory.drill[c];
+        let mut start_drill = false;
+        if !drill_named {
+            drill.armed = true;
+        } else if drill.armed && drill.running.is_none() {
+            // Used either way: a refused drill is not retried behind the admin's back.
+            drill.armed = false;
+            if quiet && !drill_started && !breach_held {
+                start_drill = true;
+                drill_started = true;
+            } else {
+                events.push(TrafficEvent::DrillRefused(name.clone()));
+            }
+        }
+        if let Some(running) = &mut drill.running
+            && running.hold_ended.is_none()
+            && (!drill_named || now - running.started + TIME_EPSILON >= policy.drill_duration)
+        {
+            running.hold_ended = Some(now);
+        }
+        let drill_holds = drill.running.is_some_and(|r| r.hold_ended.is_none());
+
+        let recovered = !breached_now && !drill_holds && healthy_for + TIME_EPSILON >= policy.hold_down;
         let next = match memory.phases[c] {
             ClusterPhase::Healthy if breach_held => {
                 events.push(TrafficEvent::FailoverStarted(name));
                 // An annotation already there approves nothing of this failure.
+                memory.approval[c] = ApprovalMemory { armed: !named, waiting_since: None };
+                ClusterPhase::Failed { since: now }
+            }
+            ClusterPhase::Healthy if start_drill => {
+                memory.drill[c].running = Some(DrillTimes { started: now, ..DrillTimes::default() });
+                events.push(TrafficEvent::DrillStarted(name.clone()));
+                events.push(TrafficEvent::FailoverStarted(name));
+                memory.approval[c] = ApprovalMemory { armed: !named, waiting_since: None };
+                ClusterPhase::Failed { since: now }
+            }
+            ClusterPhase::Failed { .. } if breach_held && memory.drill[c].running.is_some() => {
+                // The drilled cluster really failed: from now on it is a real failover.
+                end_drill(&mut memory.drill[c], now, true);
+                events.push(TrafficEvent::DrillAborted { cluster: name.clone(), failed: name });
                 memory.approval[c] = ApprovalMemory { armed: !named, waiting_since: None };
                 ClusterPhase::Failed { since: now }
             }
@@ -457,6 +700,10 @@ pub fn decide_traffic(
                 ClusterPhase::FailingBack { step: 0, at: now }
             }
             ClusterPhase::FailingBack { .. } if breach_held => {
+                if memory.drill[c].running.is_some() {
+                    end_drill(&mut memory.drill[c], now, true);
+                    events.push(TrafficEvent::DrillAborted { cluster: name.clone(), failed: name.clone() });
+                }
                 events.push(TrafficEvent::FailoverStarted(name));
                 memory.approval[c] = ApprovalMemory { armed: !named, waiting_since: None };
                 ClusterPhase::Failed { since: now }
@@ -476,7 +723,11 @@ pub fn decide_traffic(
             ClusterPhase::FailingBack { step, at } if now - at + TIME_EPSILON >= policy.step_interval && gates_held => {
                 // Entering the last step (100 %) is completion.
                 if step + 1 >= policy.steps.len().saturating_sub(1).max(1) {
-                    events.push(TrafficEvent::FailbackCompleted(name));
+                    events.push(TrafficEvent::FailbackCompleted(name.clone()));
+                    if memory.drill[c].running.is_some() {
+                        end_drill(&mut memory.drill[c], now, false);
+                        events.push(TrafficEvent::DrillCompleted(name));
+                    }
                     ClusterPhase::Healthy
                 } else {
                     events.push(TrafficEvent::FailbackStep(name));
@@ -492,8 +743,75 @@ pub fn decide_traffic(
         memory.phases[c] = next;
     }
 
+    // A real failure anywhere wins over a drill elsewhere: the drilled cluster, healthy in
+    // truth, takes its traffic back at once instead of stepping back behind the failure.
+    if let Some(&failed) = really_failed.first() {
+        for (c, cluster) in policy.clusters.iter().enumerate() {
+            if really_failed.contains(&c) || memory.drill[c].running.is_none() {
+                continue;
+            }
+            end_drill(&mut memory.drill[c], now, true);
+            memory.phases[c] = ClusterPhase::Healthy;
+            memory.approval[c].waiting_since = None;
+            waiting[c] = None;
+            events.push(TrafficEvent::DrillAborted {
+                cluster: cluster.name.clone(),
+                failed: policy.clusters[failed].name.clone(),
+            });
+        }
+    }
+
+    // Drains: one level per step interval, gated, against the phases just decided.
+    let ladder = policy.steps.len();
+    for (c, cluster) in policy.clusters.iter().enumerate() {
+        let state = memory.drain[c];
+        let interval_passed = state.at.is_none_or(|at| now - at + TIME_EPSILON >= policy.step_interval);
+        if !interval_passed || (!cluster.drain && state.level == 0) {
+            continue;
+        }
+        // Moving traffic away needs somewhere to put it.
+        let receiver = policy.clusters.iter().enumerate().any(|(o, other)| {
+            o != c && !other.drain && memory.drain[o].level == 0 && memory.phases[o] == ClusterPhase::Healthy
+        });
+        let name = cluster.name.clone();
+        let level = if cluster.drain {
+            if gate_failing.is_some() && state.level > 0 {
+                events.push(TrafficEvent::DrainRolledBack(name));
+                state.level - 1
+            } else if gates_held && receiver && state.level < ladder {
+                let level = state.level + 1;
+                events.push(if level == ladder {
+                    TrafficEvent::DrainCompleted(name)
+                } else {
+                    TrafficEvent::DrainStep(name)
+                });
+                level
+            } else {
+                state.level
+            }
+        } else if gate_failing.is_some() && state.level < ladder {
+            events.push(TrafficEvent::DrainRolledBack(name));
+            state.level + 1
+        } else if gates_held {
+            let level = state.level - 1;
+            events.push(if level == 0 {
+                TrafficEvent::DrainReturned(name)
+            } else {
+                TrafficEvent::DrainReturnStep(name)
+            });
+            level
+        } else {
+            state.level
+        };
+        if level != state.level {
+            memory.drain[c] = DrainMemory { level, at: Some(now) };
+        }
+    }
+
     let base: Vec<f64> = policy.clusters.iter().map(|c| c.weight.max(0.0)).collect();
-    let keep: Vec<f64> = memory.phases.iter().map(|p| retained(policy, *p)).collect();
+    let drain_kept: Vec<f64> = memory.drain.iter().map(|d| drain_kept(policy, d.level)).collect();
+    let keep: Vec<f64> =
+        memory.phases.iter().zip(&drain_kept).map(|(p, d)| retained(policy, *p).min(d / 100.0)).collect();
     let receivers: f64 = base.iter().zip(&keep).filter(|(_, k)| **k >= 1.0 - SHARE_EPSILON).map(|(b, _)| b).sum();
     let shed: f64 = base.iter().zip(&keep).map(|(b, k)| b * (1.0 - k)).sum();
     let weights = if shed > SHARE_EPSILON && receivers <= SHARE_EPSILON {
@@ -511,7 +829,18 @@ pub fn decide_traffic(
     let absorb =
         weights.iter().zip(&normal).map(|(w, n)| if *n == 0 { 1.0 } else { f64::from(*w) / f64::from(*n) }).collect();
     memory.last_weights = weights.clone();
-    TrafficDecision { weights, phases: memory.phases.clone(), absorb, waiting, events }
+    let drills = memory.drill.iter().map(|d| d.running).collect();
+    TrafficDecision { weights, phases: memory.phases.clone(), absorb, waiting, drain_kept, drills, events }
+}
+
+/// A drill is over: keep its times as the last drill's.
+fn end_drill(drill: &mut DrillMemory, now: f64, aborted: bool) {
+    if let Some(mut times) = drill.running.take() {
+        times.hold_ended.get_or_insert(now);
+        times.ended = Some(now);
+        times.aborted = aborted;
+        drill.last = Some(times);
+    }
 }
 
 /// A policy for tests: `n` clusters `c0`, `c1`, … weighted 1, 2, …; `c0` is the local one.
@@ -526,6 +855,7 @@ pub(crate) fn example_policy(n: usize) -> TrafficPolicy {
                 breach_for: 30.0,
                 unreachable_after: 30.0,
                 local: i == 0,
+                drain: false,
             })
             .collect(),
         shift_percent: 70.0,
@@ -537,6 +867,8 @@ pub(crate) fn example_policy(n: usize) -> TrafficPolicy {
         workers: super::Bounds { min: 2, max: 40 },
         restore_after: 300.0,
         manual_approval: false,
+        survivor_ready_timeout: 120.0,
+        drill_duration: 600.0,
     }
 }
 
@@ -562,7 +894,7 @@ mod tests {
         let mut t = 0.0;
         while t <= secs {
             let h: Vec<Sample> = (0..p.clusters.len()).map(|c| health(t, c)).collect();
-            out.push((t, decide_traffic(p, &mut m, &h, &[gate(t)], &[], t)));
+            out.push((t, decide_traffic(p, &mut m, &h, &[gate(t)], &[], &[], t)));
             t += 5.0;
         }
         out
@@ -652,7 +984,7 @@ mod tests {
             for (i, h) in bad.iter().enumerate() {
                 let t = i as f64 * 5.0;
                 let gate = if gate_bad[i % gate_bad.len()] { Some(0.5) } else { Some(0.0) };
-                let d = decide_traffic(&p, &mut m, &h[..n], &[gate], &[], t);
+                let d = decide_traffic(&p, &mut m, &h[..n], &[gate], &[], &[], t);
                 prop_assert_eq!(d.weights.iter().sum::<u32>(), 100);
                 prop_assert!(d.weights.iter().any(|w| *w > 0));
                 if let Some(prev) = &prev {

@@ -156,11 +156,13 @@ impl FailoverWorld {
                     health: row.health.get(c).copied().flatten(),
                     reachable: true,
                     workers: Some(self.workers[c]),
+                    ready: None,
                 })
                 .collect(),
             gates: row.gates.clone(),
             route: Some(self.route.clone()),
             approvals: Vec::new(),
+            drills: Vec::new(),
         };
         let decision = failover::decide(policy, &self.memory, &readings, t);
         for change in decision.raises.iter().chain(&decision.restores) {

@@ -26,7 +26,8 @@ fn run(
     gate: impl Fn(f64) -> Option<f64>,
     fails: impl Fn(f64, usize) -> bool,
 ) -> Vec<Step> {
-    run_approving(policy, secs, health, gate, fails, |_, _| false)
+    let inputs = Inputs::new(&health, &gate);
+    run_with(policy, secs, &Inputs { fails: &fails, ..inputs })
 }
 
 /// `run`, with `approve(t, cluster)` saying whether the approval annotation names the cluster.
@@ -38,26 +39,89 @@ fn run_approving(
     fails: impl Fn(f64, usize) -> bool,
     approve: impl Fn(f64, usize) -> bool,
 ) -> Vec<Step> {
+    let inputs = Inputs { approve: &approve, ..Inputs::new(&health, &gate) };
+    run_with(policy, secs, &Inputs { fails: &fails, ..inputs })
+}
+
+/// Everything a scenario varies over time, beside the policy.
+struct Inputs<'a> {
+    health: &'a dyn Fn(f64, usize) -> Option<f64>,
+    gate: &'a dyn Fn(f64) -> Option<f64>,
+    /// Whether a change of the cluster's workers fails at that time.
+    fails: &'a dyn Fn(f64, usize) -> bool,
+    /// Whether the approval annotation names the cluster.
+    approve: &'a dyn Fn(f64, usize) -> bool,
+    /// Whether the drill annotation names the cluster.
+    drill: &'a dyn Fn(f64, usize) -> bool,
+    /// Whether `clusters[].drain` is set on the cluster (the plan as it is at that time).
+    drain: &'a dyn Fn(f64, usize) -> bool,
+    /// Seconds a raised worker takes to report ready; None: the kind reports no readiness.
+    ready_after: Option<f64>,
+    /// Write the memory out and read it back (as status does) before the evaluation at this time.
+    restart_at: Option<f64>,
+}
+
+impl<'a> Inputs<'a> {
+    fn new(health: &'a dyn Fn(f64, usize) -> Option<f64>, gate: &'a dyn Fn(f64) -> Option<f64>) -> Self {
+        Self {
+            health,
+            gate,
+            fails: &|_, _| false,
+            approve: &|_, _| false,
+            drill: &|_, _| false,
+            drain: &|_, _| false,
+            ready_after: None,
+            restart_at: None,
+        }
+    }
+}
+
+/// Evaluate every 5 s, applying what the decision asks as the controller does (survivors first,
+/// the route only when every raise was made, then restores). Workers become ready
+/// `ready_after` seconds after they were asked for.
+fn run_with(policy: &TrafficPolicy, secs: f64, inputs: &Inputs<'_>) -> Vec<Step> {
     let n = policy.clusters.len();
     let mut world = World { workers: vec![12; n], route: crate::engine::traffic::normal_weights(policy) };
+    // Per cluster: (when, workers asked for), to derive what is ready.
+    let mut asked: Vec<Vec<(f64, u32)>> = vec![vec![(f64::NEG_INFINITY, 12)]; n];
     let mut memory = TrafficMemory::default();
     let mut out = Vec::new();
     let mut t = 0.0;
     while t <= secs {
+        let mut policy = policy.clone();
+        for (c, cluster) in policy.clusters.iter_mut().enumerate() {
+            cluster.drain = (inputs.drain)(t, c);
+        }
+        let ready = |c: usize| {
+            inputs.ready_after.map(|delay| {
+                let started = asked[c].iter().rev().find(|(at, _)| *at + delay <= t + 1e-9).map_or(0, |(_, w)| *w);
+                started.min(world.workers[c])
+            })
+        };
         let readings = FailoverReadings {
             clusters: (0..n)
-                .map(|c| ClusterReading { health: health(t, c), reachable: true, workers: Some(world.workers[c]) })
+                .map(|c| ClusterReading {
+                    health: (inputs.health)(t, c),
+                    reachable: true,
+                    workers: Some(world.workers[c]),
+                    ready: ready(c),
+                })
                 .collect(),
-            gates: vec![gate(t)],
+            gates: vec![(inputs.gate)(t)],
             route: Some(world.route.clone()),
-            approvals: (0..n).map(|c| approve(t, c)).collect(),
+            approvals: (0..n).map(|c| (inputs.approve)(t, c)).collect(),
+            drills: (0..n).map(|c| (inputs.drill)(t, c)).collect(),
         };
-        let decision = decide(policy, &memory, &readings, t);
+        if inputs.restart_at.is_some_and(|r| (r - t).abs() < 1e-9) {
+            memory = serde_json::from_str(&serde_json::to_string(&memory).unwrap()).unwrap();
+        }
+        let decision = decide(&policy, &memory, &readings, t);
         let workers_before = world.workers.clone();
         let mut applied = Applied::nothing();
         for r in &decision.raises {
-            if !fails(t, r.cluster) {
+            if !(inputs.fails)(t, r.cluster) {
                 world.workers[r.cluster] = r.to;
+                asked[r.cluster].push((t, r.to));
                 applied.raised.push(r.cluster);
             }
         }
@@ -66,12 +130,13 @@ fn run_approving(
             applied.route = true;
         }
         for r in &decision.restores {
-            if !fails(t, r.cluster) {
+            if !(inputs.fails)(t, r.cluster) {
                 world.workers[r.cluster] = r.to;
+                asked[r.cluster].push((t, r.to));
                 applied.restored.push(r.cluster);
             }
         }
-        let settled = decision.settle(policy, &applied);
+        let settled = decision.settle(&policy, &applied);
         memory = settled.memory.clone();
         out.push(Step { t, workers_before, decision, settled });
         t += 5.0;
@@ -178,12 +243,14 @@ fn nothing_applied_remembers_nothing_but_the_state_machine_advances() {
                     health: Some(if t >= 100.0 { 0.5 } else { 0.05 }),
                     reachable: true,
                     workers: Some(12),
+                    ready: None,
                 },
-                ClusterReading { health: Some(0.05), reachable: true, workers: Some(12) },
+                ClusterReading { health: Some(0.05), reachable: true, workers: Some(12), ready: None },
             ],
             gates: vec![Some(0.0)],
             route: Some(vec![50, 50]),
             approvals: Vec::new(),
+            drills: Vec::new(),
         };
         let d = decide(&p, &memory, &readings, t);
         let settled = d.settle(&p, &Applied::nothing());
@@ -203,12 +270,13 @@ fn an_unreachable_survivor_is_neither_raised_nor_restored() {
     let memory = TrafficMemory::default();
     let readings = FailoverReadings {
         clusters: vec![
-            ClusterReading { health: None, reachable: false, workers: None },
-            ClusterReading { health: Some(0.05), reachable: true, workers: None },
+            ClusterReading { health: None, reachable: false, workers: None, ready: None },
+            ClusterReading { health: Some(0.05), reachable: true, workers: None, ready: None },
         ],
         gates: vec![Some(0.0)],
         route: Some(vec![50, 50]),
         approvals: Vec::new(),
+        drills: Vec::new(),
     };
     let d = decide(&p, &memory, &readings, 0.0);
     assert!(d.raises.is_empty() && d.restores.is_empty());
@@ -306,10 +374,11 @@ proptest! {
                 memory = serde_json::from_str(&text).unwrap();
             }
             let readings = FailoverReadings {
-                clusters: (0..n).map(|c| ClusterReading { health: history[i][c % 4], reachable: true, workers: Some(workers[c]) }).collect(),
+                clusters: (0..n).map(|c| ClusterReading { health: history[i][c % 4], reachable: true, workers: Some(workers[c]), ready: None }).collect(),
                 gates: vec![Some(if gate_bad[i % gate_bad.len()] { 0.5 } else { 0.0 })],
                 route: Some(route.clone()),
                 approvals: Vec::new(),
+                drills: Vec::new(),
             };
             let d = decide(&p, &memory, &readings, step.t);
             prop_assert_eq!(&d, &step.decision, "diverged at t={}", step.t);
@@ -491,6 +560,405 @@ proptest! {
                     fresh[c] = false;
                 }
             }
+        }
+    }
+}
+
+// Ready survivors, drills and drains.
+
+fn all_healthy(_: f64, _: usize) -> Option<f64> {
+    Some(0.05)
+}
+
+fn gates_ok(_: f64) -> Option<f64> {
+    Some(0.0)
+}
+
+fn at(trace: &[Step], secs: f64) -> &Step {
+    trace.iter().find(|s| s.t >= secs - 1e-9).unwrap()
+}
+
+fn all_reasons(trace: &[Step]) -> Vec<(f64, EventReason)> {
+    trace.iter().flat_map(|s| reasons(s).into_iter().map(move |r| (s.t, r))).collect()
+}
+
+#[test]
+fn the_route_waits_for_raised_survivors_to_report_ready() {
+    let p = two_regions();
+    let health = |t: f64, c: usize| Some(if c == 0 && t >= 100.0 { 0.5 } else { 0.05 });
+    let inputs = Inputs { ready_after: Some(20.0), ..Inputs::new(&health, &gates_ok) };
+    let trace = run_with(&p, 300.0, &inputs);
+    let confirmed = at(&trace, 130.0);
+    assert_eq!(confirmed.decision.raises, [WorkerChange { cluster: 1, from: 12, to: 21 }]);
+    assert_eq!(confirmed.decision.route_from, None, "asked now, not ready yet");
+    assert_eq!(confirmed.decision.not_ready, [NotReady { cluster: 1, ready: 12, needed: 21 }]);
+    assert_eq!(
+        reasons(confirmed),
+        [EventReason::ClusterUnhealthy, EventReason::FailoverStarted, EventReason::SurvivorsScaled]
+    );
+    for s in trace.iter().filter(|s| (130.0..150.0).contains(&s.t)) {
+        assert!(s.decision.route_from.is_none(), "t={}: moved before the survivor was ready", s.t);
+        assert!(s.decision.raises.is_empty() || s.t == 130.0, "asked once");
+    }
+    let moved = at(&trace, 150.0);
+    assert_eq!(reasons(moved), [EventReason::SurvivorsReady, EventReason::TrafficShifted]);
+    let note = &moved.settled.events[0].note;
+    assert!(note.contains("decided → survivors asked +0s → ready +20s → route moved +20s"), "{note}");
+    let shift = moved.settled.memory.last_shift().unwrap();
+    assert_eq!(
+        (shift.decided, shift.survivors_asked, shift.survivors_ready, shift.route_moved, shift.timed_out),
+        (130.0, Some(130.0), Some(150.0), Some(150.0), false)
+    );
+    assert_eq!(moved.settled.memory.pending_shift(), None);
+}
+
+#[test]
+fn survivors_that_never_become_ready_get_the_traffic_at_the_timeout_with_a_warning() {
+    let p = two_regions();
+    let health = |t: f64, c: usize| Some(if c == 0 && t >= 100.0 { 0.5 } else { 0.05 });
+    let inputs = Inputs { ready_after: Some(1e9), ..Inputs::new(&health, &gates_ok) };
+    let trace = run_with(&p, 400.0, &inputs);
+    let moves: Vec<f64> = trace
+        .iter()
+        .filter(|s| s.settled.events.iter().any(|e| e.reason == EventReason::TrafficShifted))
+        .map(|s| s.t)
+        .collect();
+    assert_eq!(moves, [250.0], "130 s (asked) + survivorReadyTimeout 120 s");
+    let moved = at(&trace, 250.0);
+    assert_eq!(moved.decision.events.last().unwrap().reason, EventReason::SurvivorsNotReady);
+    assert!(
+        moved.decision.events.last().unwrap().note.contains("c1 12/21 ready"),
+        "{}",
+        moved.decision.events.last().unwrap().note
+    );
+    assert!(EventReason::SurvivorsNotReady.is_warning());
+    assert!(moved.settled.memory.last_shift().unwrap().timed_out);
+    assert_eq!(all_reasons(&trace).iter().filter(|(_, r)| *r == EventReason::SurvivorsNotReady).count(), 1);
+}
+
+#[test]
+fn without_prescaling_or_readiness_the_route_moves_in_the_same_evaluation() {
+    let health = |t: f64, c: usize| Some(if c == 0 && t >= 100.0 { 0.5 } else { 0.05 });
+    // A kind that reports no readiness counts as ready.
+    let trace = run_with(&two_regions(), 200.0, &Inputs::new(&health, &gates_ok));
+    assert!(reasons(at(&trace, 130.0)).contains(&EventReason::TrafficShifted));
+    // Without prescaling nothing is raised and nothing is waited for, even with readiness.
+    let p = TrafficPolicy { prescale_survivors: false, ..two_regions() };
+    let trace = run_with(&p, 200.0, &Inputs { ready_after: Some(1e9), ..Inputs::new(&health, &gates_ok) });
+    assert!(reasons(at(&trace, 130.0)).contains(&EventReason::TrafficShifted));
+}
+
+#[test]
+fn a_drill_runs_the_failover_path_holds_fails_back_and_is_used_once() {
+    let p = two_regions();
+    // c1 drilled from 100 s; the annotation is left on until 2000 s and given again at 2100 s.
+    let drill = |t: f64, c: usize| c == 1 && ((100.0..2000.0).contains(&t) || t >= 2100.0);
+    let inputs = Inputs { drill: &drill, ready_after: Some(20.0), ..Inputs::new(&all_healthy, &gates_ok) };
+    let trace = run_with(&p, 2200.0, &inputs);
+    let started = at(&trace, 100.0);
+    assert_eq!(
+        reasons(started),
+        [EventReason::DrillStarted, EventReason::FailoverStarted, EventReason::SurvivorsScaled],
+        "no ClusterUnhealthy: nothing is unhealthy"
+    );
+    assert!(
+        started.decision.events[1].note.contains("Drill: cluster c1 counts as failed"),
+        "{}",
+        started.decision.events[1].note
+    );
+    assert_eq!(started.decision.phases[1], ClusterPhase::Failed { since: 100.0 });
+    assert_eq!(started.decision.raises, [WorkerChange { cluster: 0, from: 12, to: 21 }], "survivors first");
+    assert!(started.decision.route_from.is_none(), "then ready");
+    assert_eq!(
+        reasons(at(&trace, 120.0)),
+        [EventReason::SurvivorsReady, EventReason::TrafficShifted],
+        "then the shift"
+    );
+    assert_eq!(at(&trace, 120.0).decision.weights, [85, 15]);
+    // Held for drillDuration (600 s), then the ordinary gated failback: 700, 760, …, 940 s.
+    assert!(
+        trace
+            .iter()
+            .filter(|s| (100.0..700.0).contains(&s.t))
+            .all(|s| matches!(s.decision.phases[1], ClusterPhase::Failed { .. }))
+    );
+    // Step 1 % returns 0.35 of 50 points: the integer route does not change yet.
+    assert_eq!(reasons(at(&trace, 700.0)), [EventReason::ClusterRecovered, EventReason::FailbackStep]);
+    let done = at(&trace, 940.0);
+    assert_eq!(
+        reasons(done),
+        [EventReason::FailbackCompleted, EventReason::DrillCompleted, EventReason::TrafficShifted]
+    );
+    let note = &done.decision.events[1].note;
+    assert!(note.contains("route moved after 20s, hold ended after 10m, over after 14m"), "{note}");
+    let last = done.settled.memory.last_drill(1).unwrap();
+    assert_eq!(
+        (last.started, last.route_moved, last.hold_ended, last.ended, last.aborted),
+        (100.0, Some(120.0), Some(700.0), Some(940.0), false)
+    );
+    assert_eq!(done.decision.weights, [50, 50]);
+    // The annotation left on starts nothing; removed and given again, it does.
+    let starts: Vec<f64> =
+        all_reasons(&trace).into_iter().filter(|(_, r)| *r == EventReason::DrillStarted).map(|(t, _)| t).collect();
+    assert_eq!(starts, [100.0, 2100.0]);
+}
+
+#[test]
+fn removing_the_drill_annotation_ends_the_hold_early() {
+    let p = two_regions();
+    let drill = |t: f64, c: usize| c == 1 && (100.0..300.0).contains(&t);
+    let trace = run_with(&p, 700.0, &Inputs { drill: &drill, ..Inputs::new(&all_healthy, &gates_ok) });
+    assert_eq!(reasons(at(&trace, 300.0))[..2], [EventReason::ClusterRecovered, EventReason::FailbackStep]);
+    assert_eq!(at(&trace, 300.0).settled.memory.drill(1).unwrap().hold_ended, Some(300.0));
+    assert!(reasons(at(&trace, 540.0)).contains(&EventReason::DrillCompleted));
+}
+
+#[test]
+fn a_real_failure_of_the_drilled_cluster_turns_the_drill_into_a_real_failover() {
+    let p = two_regions();
+    // c1 drilled from 100 s (annotation removed at 400 s); really breached 200–500 s.
+    let health = |t: f64, c: usize| Some(if c == 1 && (200.0..500.0).contains(&t) { 0.5 } else { 0.05 });
+    let drill = |t: f64, c: usize| c == 1 && (100.0..400.0).contains(&t);
+    let trace = run_with(&p, 1200.0, &Inputs { drill: &drill, ..Inputs::new(&health, &gates_ok) });
+    let aborted = at(&trace, 230.0);
+    assert_eq!(reasons(aborted), [EventReason::DrillAborted]);
+    assert!(aborted.decision.events[0].note.contains("the failover stands as a real one"));
+    assert_eq!(aborted.decision.phases[1], ClusterPhase::Failed { since: 230.0 });
+    assert_eq!(aborted.settled.memory.drill(1), None);
+    assert!(aborted.settled.memory.last_drill(1).unwrap().aborted);
+    // Removing the annotation does not end a real failure: failback waits for real recovery
+    // (healthy from 500 s, hold-down 120 s).
+    assert!(
+        trace
+            .iter()
+            .filter(|s| (230.0..620.0).contains(&s.t))
+            .all(|s| matches!(s.decision.phases[1], ClusterPhase::Failed { .. }))
+    );
+    assert_eq!(reasons(at(&trace, 620.0))[..2], [EventReason::ClusterRecovered, EventReason::FailbackStep]);
+    assert!(!all_reasons(&trace).iter().any(|(_, r)| *r == EventReason::DrillCompleted));
+}
+
+#[test]
+fn a_real_failure_elsewhere_ends_the_drill_and_the_drilled_cluster_takes_the_traffic() {
+    let p = two_regions();
+    let health = |t: f64, c: usize| Some(if c == 0 && t >= 200.0 { 0.5 } else { 0.05 });
+    let drill = |t: f64, c: usize| c == 1 && t >= 100.0;
+    let trace = run_with(&p, 400.0, &Inputs { drill: &drill, ..Inputs::new(&health, &gates_ok) });
+    assert_eq!(at(&trace, 195.0).decision.weights, [85, 15], "drilling");
+    let failed = at(&trace, 230.0);
+    assert_eq!(failed.decision.phases, [ClusterPhase::Failed { since: 230.0 }, ClusterPhase::Healthy]);
+    assert!(reasons(failed).contains(&EventReason::DrillAborted));
+    assert!(
+        failed.decision.events.iter().any(|e| e.note.contains("cluster c0 really failed; c1 takes its traffic back"))
+    );
+    assert_eq!(failed.decision.weights, [15, 85], "the real failure wins");
+    // The annotation stays on: no second drill (and none while c0 is failed anyway).
+    assert!(trace.iter().filter(|s| s.t > 230.0).all(|s| s.decision.drills.iter().all(Option::is_none)));
+}
+
+#[test]
+fn a_drill_is_refused_while_a_cluster_is_failed_and_the_annotation_is_used() {
+    let p = two_regions();
+    let drill = |t: f64, c: usize| c == 1 && t >= 200.0;
+    let trace = run_with(&p, 1500.0, &Inputs { drill: &drill, ..Inputs::new(&eu_fails_once, &gates_ok) });
+    let refused = at(&trace, 200.0);
+    assert_eq!(reasons(refused), [EventReason::DrillRefused]);
+    assert!(EventReason::DrillRefused.is_warning());
+    assert!(
+        !all_reasons(&trace).iter().any(|(_, r)| *r == EventReason::DrillStarted),
+        "not started later behind the admin's back"
+    );
+}
+
+/// c1's weight at every drain event.
+fn drain_path(trace: &[Step]) -> Vec<(f64, u32)> {
+    trace
+        .iter()
+        .filter(|s| {
+            reasons(s).iter().any(|r| {
+                matches!(
+                    r,
+                    EventReason::DrainStep
+                        | EventReason::DrainCompleted
+                        | EventReason::DrainReturnStep
+                        | EventReason::DrainReturned
+                )
+            })
+        })
+        .map(|s| (s.t, s.decision.weights[1]))
+        .collect()
+}
+
+#[test]
+fn a_drain_walks_the_failback_steps_in_reverse_and_comes_back_through_them() {
+    let p = two_regions();
+    let drain = |t: f64, c: usize| c == 1 && (100.0..600.0).contains(&t);
+    let trace = run_with(&p, 1000.0, &Inputs { drain: &drain, ..Inputs::new(&all_healthy, &gates_ok) });
+    // Keeps 50 %, 25 %, 5 %, 1 %, 0 % of its 50; then 1 %, 5 %, 25 %, 50 %, 100 %.
+    assert_eq!(
+        drain_path(&trace),
+        [
+            (100.0, 25),
+            (160.0, 12),
+            (220.0, 2),
+            (280.0, 0),
+            (340.0, 0),
+            (600.0, 0),
+            (660.0, 2),
+            (720.0, 12),
+            (780.0, 25),
+            (840.0, 50)
+        ]
+    );
+    assert_eq!(reasons(at(&trace, 340.0))[0], EventReason::DrainCompleted);
+    assert_eq!(reasons(at(&trace, 840.0))[0], EventReason::DrainReturned);
+    assert_eq!(at(&trace, 100.0).decision.drain_kept, [100.0, 50.0]);
+    assert_eq!(
+        at(&trace, 100.0).decision.raises,
+        [WorkerChange { cluster: 0, from: 12, to: 18 }],
+        "survivors first: 12 × 75/50"
+    );
+    assert!(
+        trace.iter().all(|s| s.decision.phases.iter().all(|p| *p == ClusterPhase::Healthy)),
+        "a drain is not a failure"
+    );
+}
+
+#[test]
+fn a_gate_breach_rolls_a_drain_back_one_step() {
+    let p = two_regions();
+    let drain = |_: f64, c: usize| c == 1;
+    // The gate fails from 190 s to 260 s.
+    let gate = |t: f64| Some(if (190.0..260.0).contains(&t) { 0.5 } else { 0.0 });
+    let trace = run_with(&p, 600.0, &Inputs { drain: &drain, ..Inputs::new(&all_healthy, &gate) });
+    let kept: Vec<(f64, f64)> = trace
+        .windows(2)
+        .filter(|w| w[0].decision.drain_kept[1] != w[1].decision.drain_kept[1])
+        .map(|w| (w[1].t, w[1].decision.drain_kept[1]))
+        .collect();
+    // The first step too waits for the gates to have held (30 s): 30 s: 50 %, 90 s: 25 %,
+    // 150 s: 5 %; the gate fails at 190 s, one step back once the step interval since the last
+    // move has passed (210 s: 25 %); it holds again 30 s after 260 s: 5 % at 290 s, then 1 %, 0 %.
+    assert_eq!(
+        kept,
+        [(30.0, 50.0), (90.0, 25.0), (150.0, 5.0), (210.0, 25.0), (290.0, 5.0), (350.0, 1.0), (410.0, 0.0)]
+    );
+    assert!(reasons(at(&trace, 210.0)).contains(&EventReason::DrainRolledBack));
+    assert!(at(&trace, 210.0).decision.events.iter().any(|e| e.note.contains("errors 0.5000 above 0.01")));
+}
+
+#[test]
+fn drill_and_drain_annotations_name_clusters_like_approvals() {
+    let p = example_policy(3);
+    assert_eq!(drills(&p, Some("c1")), [false, true, false]);
+    assert_eq!(drills(&p, None), [false, false, false]);
+}
+
+/// Clusters, health history, gate, drill and drain masks, and readiness delay.
+type Scenario = (usize, Vec<Vec<Option<f64>>>, Vec<bool>, Vec<bool>, Vec<bool>, Option<f64>);
+
+/// Inputs of a random scenario with drills, drains and readiness.
+fn scenario() -> impl Strategy<Value = Scenario> {
+    (
+        2usize..4,
+        health_history(),
+        prop::collection::vec(prop::bool::weighted(0.2), 1..50),
+        prop::collection::vec(prop::bool::weighted(0.3), 1..40),
+        prop::collection::vec(prop::bool::weighted(0.3), 1..40),
+        prop_oneof![Just(None), Just(Some(0.0)), Just(Some(20.0)), Just(Some(1e9))],
+    )
+}
+
+/// A mask read in 20-evaluation stretches, so an annotation or a drain lasts a while.
+fn slow(mask: &[bool], t: f64, c: usize) -> bool {
+    mask[((t / 100.0) as usize * 3 + c) % mask.len()]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// With drills and drains coming and going at random: weights sum to 100 and are never all
+    /// zero; every cluster that really failed (Failed in the same run without drills) is Failed
+    /// with them too, and while one is, no other cluster is held by a drill.
+    #[test]
+    fn a_drill_never_overrides_a_real_failure(
+        (n, history, gate_bad, drill_mask, drain_mask, ready_after) in scenario(),
+    ) {
+        let p = example_policy(n);
+        let secs = (history.len() - 1) as f64 * 5.0;
+        let health = |t: f64, c: usize| history[(t / 5.0) as usize][c % 4];
+        let gate = |t: f64| Some(if gate_bad[(t / 5.0) as usize % gate_bad.len()] { 0.5 } else { 0.0 });
+        let drain = |t: f64, c: usize| c > 0 && slow(&drain_mask, t, c);
+        let drill = |t: f64, c: usize| slow(&drill_mask, t, c);
+        let without = Inputs { drain: &drain, ready_after, ..Inputs::new(&health, &gate) };
+        let with = Inputs { drill: &drill, drain: &drain, ready_after, ..Inputs::new(&health, &gate) };
+        let free = run_with(&p, secs, &without);
+        let drilled = run_with(&p, secs, &with);
+        for (f, d) in free.iter().zip(&drilled) {
+            prop_assert_eq!(d.decision.weights.iter().sum::<u32>(), 100, "t={}", d.t);
+            prop_assert!(d.decision.weights.iter().any(|w| *w > 0));
+            for c in 0..n {
+                if matches!(f.decision.phases[c], ClusterPhase::Failed { .. }) {
+                    prop_assert!(matches!(d.decision.phases[c], ClusterPhase::Failed { .. }), "t={}: c{} really failed but is {:?}", d.t, c, d.decision.phases[c]);
+                    for other in (0..n).filter(|o| *o != c) {
+                        prop_assert!(d.decision.drills[other].is_none(), "t={}: c{} drilled while c{} really failed", d.t, other, c);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A drain (or its return) moves one step at a time, at most one per step interval, and
+    /// every move is announced.
+    #[test]
+    fn a_drain_never_moves_more_than_one_step_per_step_interval(
+        (n, history, gate_bad, drill_mask, drain_mask, ready_after) in scenario(),
+    ) {
+        let p = example_policy(n);
+        let secs = (history.len() - 1) as f64 * 5.0;
+        let health = |t: f64, c: usize| history[(t / 5.0) as usize][c % 4];
+        let gate = |t: f64| Some(if gate_bad[(t / 5.0) as usize % gate_bad.len()] { 0.5 } else { 0.0 });
+        let drain = |t: f64, c: usize| c > 0 && slow(&drain_mask, t, c);
+        let drill = |t: f64, c: usize| slow(&drill_mask, t, c);
+        let trace = run_with(&p, secs, &Inputs { drill: &drill, drain: &drain, ready_after, ..Inputs::new(&health, &gate) });
+        let mut last_move: Vec<Option<f64>> = vec![None; n];
+        let mut level = vec![0usize; n];
+        for s in &trace {
+            prop_assert_eq!(s.decision.weights.iter().sum::<u32>(), 100);
+            for c in 0..n {
+                let now = s.settled.memory.drain_level(c);
+                if now != level[c] {
+                    prop_assert_eq!(now.abs_diff(level[c]), 1, "t={}: c{} moved {} → {}", s.t, c, level[c], now);
+                    if let Some(prev) = last_move[c] {
+                        prop_assert!(s.t - prev + 1e-9 >= p.step_interval, "t={}: c{} moved {}s after its last move", s.t, c, s.t - prev);
+                    }
+                    let name = p.clusters[c].name.as_str();
+                    prop_assert!(s.decision.events.iter().any(|e| e.cluster.as_deref() == Some(name) && matches!(e.reason, EventReason::DrainStep | EventReason::DrainCompleted | EventReason::DrainReturnStep | EventReason::DrainReturned | EventReason::DrainRolledBack)));
+                    last_move[c] = Some(s.t);
+                    level[c] = now;
+                }
+            }
+        }
+    }
+
+    /// Drills, drains and pending shifts survive a restart: the memory written to status and read
+    /// back at any evaluation gives the same decisions as a run without the restart.
+    #[test]
+    fn a_restart_mid_drill_or_drain_continues_exactly_where_it_was(
+        (n, history, gate_bad, drill_mask, drain_mask, ready_after) in scenario(),
+        restart_at in 0usize..400,
+    ) {
+        let p = example_policy(n);
+        let secs = (history.len() - 1) as f64 * 5.0;
+        let health = |t: f64, c: usize| history[(t / 5.0) as usize][c % 4];
+        let gate = |t: f64| Some(if gate_bad[(t / 5.0) as usize % gate_bad.len()] { 0.5 } else { 0.0 });
+        let drain = |t: f64, c: usize| c > 0 && slow(&drain_mask, t, c);
+        let drill = |t: f64, c: usize| slow(&drill_mask, t, c);
+        let inputs = Inputs { drill: &drill, drain: &drain, ready_after, ..Inputs::new(&health, &gate) };
+        let straight = run_with(&p, secs, &inputs);
+        let restarted = run_with(&p, secs, &Inputs { restart_at: Some((restart_at % history.len()) as f64 * 5.0), ..inputs });
+        for (a, b) in straight.iter().zip(&restarted) {
+            prop_assert_eq!(&a.decision, &b.decision, "diverged at t={}", a.t);
         }
     }
 }
