@@ -53,11 +53,7 @@ fn day_backtest(c: &mut Criterion) {
             0.05 + orders / 200000.0
         ));
     }
-    let options = ReplayOptions {
-        initial: Replicas { brokers: 3, workers: 12 },
-        feedback: true,
-        max_evaluations: fulfillment_operator::simulate::DEFAULT_MAX_EVALUATIONS,
-    };
+    let options = ReplayOptions::new(Replicas { brokers: 3, workers: 12 });
     c.bench_function("backtest: 24 h at 15 s (5,760 steps) from CSV", |b| {
         b.iter(|| {
             let trace = Trace::from_csv(black_box(csv.as_bytes()), &p).expect("trace");

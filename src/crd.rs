@@ -249,7 +249,8 @@ pub struct DnsEndpointRef {
     #[schemars(length(min = 1, max = 253))]
     pub weight_property: String,
     /// The records' TTL when the endpoints do not set `recordTTL` (the provider's default;
-    /// Go duration). Used only to warn when `failback.stepInterval` is shorter.
+    /// Go duration). Used to warn when `failback.stepInterval` is shorter, and by `simulate` to
+    /// show when resolvers follow a route change (60s when unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.matches('^([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+$') && duration(self) <= duration('48h')").message("ttl must be a Go duration of at most 48h, such as 60s"))]
     pub ttl: Option<GoDuration>,

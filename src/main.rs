@@ -146,6 +146,19 @@ struct SimulateArgs {
     /// Replay utilization values exactly as recorded (no capacity feedback model).
     #[arg(long)]
     no_feedback: bool,
+    /// Rehearse a failover: treat CLUSTER as drilled (the `fulfillment.dev/drill` annotation)
+    /// from FROM to TO (durations from the trace start, e.g. `eu@30m-1h`; without `-TO`, until
+    /// the end). Repeatable; adds to the trace's `drill:<cluster>` columns.
+    #[arg(long, value_name = "CLUSTER@FROM[-TO]")]
+    drill: Vec<String>,
+    /// Drain CLUSTER for maintenance from FROM to TO (as if its `drain` field were set then),
+    /// e.g. `us@2h-3h`. Repeatable; adds to the trace's `drain:<cluster>` columns.
+    #[arg(long, value_name = "CLUSTER@FROM[-TO]")]
+    drain: Vec<String>,
+    /// How long raised survivors take to report their new workers ready (the route waits for
+    /// them, up to the plan's survivorReadyTimeout), e.g. `45s`.
+    #[arg(long, default_value = "0s")]
+    survivor_ready_delay: String,
     /// Refuse replays of more evaluations than this (each keeps about 1 KB of memory; the
     /// default covers about 35 days at a 15s interval).
     #[arg(long, default_value_t = simulate::DEFAULT_MAX_EVALUATIONS)]
@@ -340,8 +353,37 @@ fn warn_about_gaps(trace: &Trace, interval_secs: f64) {
     );
 }
 
+/// `CLUSTER@FROM[-TO]` of `--drill`/`--drain`, against the plan's clusters: (cluster index,
+/// from, to) in seconds from the trace start.
+fn parse_window(text: &str, flag: &str, clusters: &[String]) -> Result<(usize, f64, Option<f64>), String> {
+    use fulfillment_operator::duration::GoDuration;
+    let (name, when) =
+        text.split_once('@').ok_or_else(|| format!("--{flag} {text:?}: write CLUSTER@FROM[-TO], e.g. eu@30m-1h"))?;
+    let cluster = clusters.iter().position(|c| c == name).ok_or_else(|| {
+        if clusters.is_empty() {
+            format!("--{flag} {text:?}: the plan has no clusters (spec.clusters)")
+        } else {
+            format!("--{flag} {text:?}: {name:?} is not a cluster of the plan ({})", clusters.join(", "))
+        }
+    })?;
+    let secs = |d: &str| {
+        d.parse::<GoDuration>().map(|d| d.as_secs_f64()).map_err(|e| format!("--{flag} {text:?}: {d:?}: {e}"))
+    };
+    let (from, to) = match when.split_once('-') {
+        Some((from, to)) => (secs(from)?, Some(secs(to)?)),
+        None => (secs(when)?, None),
+    };
+    if to.is_some_and(|to| to <= from) {
+        return Err(format!("--{flag} {text:?}: the end must come after the start"));
+    }
+    Ok((cluster, from, to))
+}
+
 fn run_simulate(args: SimulateArgs) -> Result<(), String> {
     let plan = plan::load(&args.plan).map_err(|e| e.to_string())?;
+    for warning in plan::warnings(&plan) {
+        eprintln!("warning: {warning}");
+    }
     let compiled = plan::CompiledPlan::new(&plan);
     let policy = &compiled.policy;
     let (brokers, workers) = match &args.initial {
@@ -377,7 +419,35 @@ fn run_simulate(args: SimulateArgs) -> Result<(), String> {
             .block_on(Trace::from_prometheus(&source, &compiled, from, to, step.as_secs_f64(), args.max_evaluations))
             .map_err(|e| e.to_string())?
     };
-    let options = ReplayOptions { initial, feedback: !args.no_feedback, max_evaluations: args.max_evaluations };
+    let mut trace = trace;
+    let clusters: Vec<String> = policy.traffic.iter().flat_map(|t| t.clusters.iter().map(|c| c.name.clone())).collect();
+    for (flag, drain, list) in [("drill", false, &args.drill), ("drain", true, &args.drain)] {
+        for text in list {
+            let (cluster, from, to) = parse_window(text, flag, &clusters)?;
+            if from >= trace.duration() {
+                return Err(format!(
+                    "--{flag} {text:?}: starts at or after the end of the trace ({}); start it earlier",
+                    simulate::readable_secs(trace.duration())
+                ));
+            }
+            trace.switch(drain, cluster, from, to);
+        }
+    }
+    let survivor_ready_delay: fulfillment_operator::duration::GoDuration =
+        args.survivor_ready_delay.parse().map_err(|e| format!("--survivor-ready-delay: {e}"))?;
+    let dns_ttl_secs = plan
+        .spec
+        .traffic
+        .as_ref()
+        .and_then(|t| t.router.dns_endpoint.as_ref())
+        .map(|d| d.ttl.map_or(simulate::DEFAULT_DNS_TTL_SECS, |t| t.as_secs_f64()));
+    let options = ReplayOptions {
+        initial,
+        feedback: !args.no_feedback,
+        max_evaluations: args.max_evaluations,
+        survivor_ready_delay_secs: survivor_ready_delay.as_secs_f64(),
+        dns_ttl_secs,
+    };
     let replay = simulate::replay("plan", policy, policy, &trace, options).map_err(|e| e.to_string())?;
     let mut baselines = Vec::new();
     for b in &args.baseline {

@@ -360,3 +360,116 @@ fn backtest_through_basic_auth_a_path_prefix_and_a_header() {
 fn joined<'a>(a: &[&'a str], b: &[&'a str]) -> Vec<&'a str> {
     [a, b].concat()
 }
+
+#[test]
+fn a_dns_router_shows_when_resolvers_follow_each_route_change() {
+    // The two-region example behind a DNSEndpoint with a 60 s TTL instead of an HTTPRoute.
+    let example = std::fs::read_to_string(root().join("examples/failover-two-region-plan.yaml")).unwrap();
+    assert!(example.contains("httpRoute: {name: checkout, index: 0}"), "the example's router line moved");
+    let plan = example.replace("httpRoute: {name: checkout, index: 0}", "dnsEndpoint: {name: checkout, ttl: 60s}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dns.yaml");
+    std::fs::write(&path, plan).unwrap();
+    let path = path.to_str().unwrap();
+    let out = ok(&["simulate", path, "--trace", "examples/traces/failover-two-region.csv"]);
+    let shifted = out.lines().find(|l| l.contains("TrafficShifted")).expect("the route moves");
+    let first = out.lines().find(|l| l.contains("DNS") && l.contains("resolvers follow")).expect("resolvers follow");
+    let clock = |l: &str| l.split_whitespace().next().unwrap().to_string();
+    let secs = |c: String| c.split(':').fold(0, |acc, p| acc * 60 + p.parse::<i64>().unwrap());
+    assert_eq!(secs(clock(first)) - secs(clock(shifted)), 60, "one TTL later:\n{shifted}\n{first}");
+    // JSONL carries what resolvers follow beside the route's weights.
+    let steps = jsonl(&["simulate", path, "--trace", "examples/traces/failover-two-region.csv", "--output", "jsonl"]);
+    let moved = steps.iter().position(|s| s["traffic"]["eu"] != 50).expect("traffic moves");
+    assert_eq!(steps[moved]["resolved_traffic"]["eu"], 50, "resolvers still on the old answer");
+    // A TTL longer than the failback step interval is warned about.
+    let long = example.replace("httpRoute: {name: checkout, index: 0}", "dnsEndpoint: {name: checkout, ttl: 5m}");
+    let long_path = dir.path().join("dns-long.yaml");
+    std::fs::write(&long_path, long).unwrap();
+    let run =
+        operator(&["simulate", long_path.to_str().unwrap(), "--trace", "examples/traces/failover-two-region.csv"]);
+    assert!(run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("warning: spec.traffic.failback.stepInterval: the DNS records' TTL (5m)"), "{stderr}");
+}
+
+#[test]
+fn drill_and_drain_flags_name_what_is_wrong() {
+    let plan = "examples/failover-two-region-plan.yaml";
+    let trace = "examples/traces/failover-two-region.csv";
+    let e = fails(&["simulate", plan, "--trace", trace, "--drill", "asia@10m"]);
+    assert!(e.contains("--drill \"asia@10m\": \"asia\" is not a cluster of the plan (eu, us)"), "{e}");
+    let e = fails(&["simulate", plan, "--trace", trace, "--drain", "eu"]);
+    assert!(e.contains("--drain \"eu\": write CLUSTER@FROM[-TO], e.g. eu@30m-1h"), "{e}");
+    let e = fails(&["simulate", plan, "--trace", trace, "--drill", "eu@20m-10m"]);
+    assert!(e.contains("the end must come after the start"), "{e}");
+    let e = fails(&["simulate", plan, "--trace", trace, "--drill", "eu@100h"]);
+    assert!(e.contains("starts at or after the end of the trace"), "{e}");
+    let e = fails(&["simulate", PLAN, "--trace", "examples/traces/flash-sale.csv", "--drill", "eu@1m"]);
+    assert!(e.contains("the plan has no clusters"), "{e}");
+    let e = fails(&["simulate", plan, "--trace", trace, "--survivor-ready-delay", "soon"]);
+    assert!(e.contains("--survivor-ready-delay"), "{e}");
+}
+
+#[test]
+fn a_drill_rehearses_the_failover_and_waits_for_ready_survivors() {
+    let args = [
+        "simulate",
+        "examples/failover-two-region-plan.yaml",
+        "--trace",
+        "examples/traces/failover-two-region.csv",
+        "--drill",
+        "eu@5m-15m",
+        "--survivor-ready-delay",
+        "45s",
+    ];
+    let table = ok(&args);
+    assert!(table.contains("DrillStarted(eu)"), "{table}");
+    assert!(table.contains("ready +45s → route moved +45s"), "{table}");
+    assert!(table.contains("Drill of cluster eu completed, back at its full share: route moved after 45s"), "{table}");
+    let mut jsonl_args = args.to_vec();
+    jsonl_args.extend(["--output", "jsonl"]);
+    let steps = jsonl(&jsonl_args);
+    let at = |t: f64| steps.iter().find(|s| s["t"].as_f64() == Some(t)).unwrap();
+    // Survivors asked at 5m, the route still at its normal split until they are ready 45 s later.
+    assert_eq!(at(300.0)["traffic"]["eu"], 50, "{}", at(300.0));
+    assert!(at(300.0)["traffic_events"].to_string().contains("SurvivorsScaled"), "{}", at(300.0));
+    assert_eq!(at(330.0)["traffic"]["eu"], 50);
+    assert!(at(330.0)["ready"]["us"].as_u64().unwrap() < at(330.0)["survivors"]["us"].as_u64().unwrap());
+    assert_eq!(at(345.0)["traffic"]["eu"], 15, "{}", at(345.0));
+    // The drill is over (the same gated failback) before the real failure at 30m.
+    let done = steps.iter().position(|s| s["traffic_events"].to_string().contains("DrillCompleted(eu)")).unwrap();
+    assert!(steps[done]["t"].as_f64().unwrap() < 1800.0);
+    assert_eq!(steps[done]["traffic"]["eu"], 50);
+}
+
+#[test]
+fn a_drain_walks_the_failback_steps_in_reverse_and_back() {
+    let steps = jsonl(&[
+        "simulate",
+        "examples/failover-two-region-plan.yaml",
+        "--trace",
+        "examples/traces/failover-two-region.csv",
+        "--drain",
+        "us@1h10m-1h40m",
+        "--output",
+        "jsonl",
+    ]);
+    let us: Vec<(f64, u64)> =
+        steps.iter().map(|s| (s["t"].as_f64().unwrap(), s["traffic"]["us"].as_u64().unwrap())).collect();
+    // eu's real failure and failback are over by 1h05m; the drain starts at 1h10m.
+    let before: Vec<u64> = us.iter().filter(|(t, _)| (3900.0..4200.0).contains(t)).map(|(_, w)| *w).collect();
+    assert!(before.iter().all(|w| *w == 50), "{before:?}");
+    let changes: Vec<(f64, u64)> =
+        us.windows(2).filter(|w| w[0].1 != w[1].1 && w[1].0 >= 4200.0).map(|w| w[1]).collect();
+    let drained = changes.iter().position(|(_, w)| *w == 0).expect("us reaches 0 %");
+    assert!(drained >= 3, "progressively, not at once: {changes:?}");
+    assert!(changes[..drained].windows(2).all(|w| w[1].1 < w[0].1), "down only while drained: {changes:?}");
+    // One step per step interval (1m in the example), never faster.
+    for w in changes.windows(2) {
+        assert!(w[1].0 - w[0].0 >= 60.0 - 1e-9, "{changes:?}");
+    }
+    assert_eq!(changes.last().unwrap().1, 50, "back at its share once the field is removed: {changes:?}");
+    assert!(changes.last().unwrap().0 > 6000.0, "the return starts after 1h40m: {changes:?}");
+    let completed = steps.iter().find(|s| s["traffic_events"].to_string().contains("DrainCompleted(us)")).unwrap();
+    assert_eq!(completed["drain_kept"]["us"], 0.0, "{completed}");
+}

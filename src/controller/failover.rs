@@ -501,14 +501,9 @@ mod tests {
             let trace = Trace::from_csv(std::io::BufReader::new(file), &compiled.policy).unwrap();
             let initial =
                 crate::engine::Replicas { brokers: compiled.policy.brokers.min, workers: compiled.policy.workers.min };
-            let replay = simulate::replay(
-                "plan",
-                &compiled.policy,
-                &compiled.policy,
-                &trace,
-                ReplayOptions { initial, feedback: true, max_evaluations: simulate::DEFAULT_MAX_EVALUATIONS },
-            )
-            .unwrap();
+            let replay =
+                simulate::replay("plan", &compiled.policy, &compiled.policy, &trace, ReplayOptions::new(initial))
+                    .unwrap();
 
             let world = World {
                 workers: Mutex::new(vec![initial.workers; policy.clusters.len()]),

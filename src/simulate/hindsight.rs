@@ -165,11 +165,7 @@ mod tests {
     }
 
     fn options() -> ReplayOptions {
-        ReplayOptions {
-            initial: Replicas { brokers: 3, workers: 12 },
-            feedback: true,
-            max_evaluations: super::super::DEFAULT_MAX_EVALUATIONS,
-        }
+        ReplayOptions::new(Replicas { brokers: 3, workers: 12 })
     }
 
     #[test]

@@ -96,7 +96,31 @@ pub struct ReplayOptions {
     pub feedback: bool,
     /// Refuse to replay more evaluations than this ([`DEFAULT_MAX_EVALUATIONS`] by default).
     pub max_evaluations: usize,
+    /// Seconds a raised survivor takes to report its new workers ready (the failover decision
+    /// waits for them, up to the plan's `survivorReadyTimeout`).
+    pub survivor_ready_delay_secs: f64,
+    /// For a plan with a DNS router: the records' TTL, seconds. Resolvers follow a route change
+    /// only this long after it; the timeline says when.
+    pub dns_ttl_secs: Option<f64>,
 }
+
+impl ReplayOptions {
+    /// Start at `initial`, with the feedback model, the default evaluation limit, survivors ready
+    /// at once and no DNS TTL.
+    pub fn new(initial: Replicas) -> Self {
+        Self {
+            initial,
+            feedback: true,
+            max_evaluations: DEFAULT_MAX_EVALUATIONS,
+            survivor_ready_delay_secs: 0.0,
+            dns_ttl_secs: None,
+        }
+    }
+}
+
+/// The TTL `simulate` assumes for a DNS router whose plan does not state `ttl`: 60 s, Route 53's
+/// usual record TTL for weighted records.
+pub const DEFAULT_DNS_TTL_SECS: f64 = 60.0;
 
 /// One evaluation of a replay.
 #[derive(Clone, Debug, Serialize)]
@@ -114,7 +138,8 @@ pub struct ReplayStep {
 pub struct TrafficStep {
     /// Cluster names, in plan order.
     pub clusters: Vec<String>,
-    /// Traffic percent per cluster.
+    /// Traffic percent per cluster: the route's weights after the step (the decision's target
+    /// once survivors are ready).
     pub weights: Vec<u32>,
     /// Phase per cluster.
     pub phases: Vec<FailoverPhase>,
@@ -124,6 +149,15 @@ pub struct TrafficStep {
     pub survivors: Vec<u32>,
     /// What happened, typed, with notes.
     pub events: Vec<FailoverEvent>,
+    /// For a DNS router: the weights resolvers follow now, the route's weights as they were one
+    /// TTL ago (a resolver keeps an answer until its TTL runs out).
+    pub resolvers: Option<Vec<u32>>,
+    /// Whether [`Self::resolvers`] changed at this step.
+    pub resolvers_moved: bool,
+    /// Per cluster: percent of its normal share a drain keeps (100 when not drained).
+    pub drain_kept: Vec<f64>,
+    /// Per cluster: workers reported ready (with `--survivor-ready-delay`; None without).
+    pub ready: Option<Vec<u32>>,
 }
 
 /// The failover world of a replay: the decision's memory, each cluster's workers and the
@@ -132,6 +166,14 @@ struct FailoverWorld {
     memory: TrafficMemory,
     workers: Vec<u32>,
     route: Vec<u32>,
+    /// Route changes (time, weights), oldest first, for the DNS resolvers' view.
+    route_changes: Vec<(f64, Vec<u32>)>,
+    /// What resolvers followed at the previous step.
+    resolvers: Vec<u32>,
+    /// Per cluster: workers ready.
+    ready: Vec<u32>,
+    /// Per cluster: workers started and when they report ready (time, workers).
+    starting: Vec<Vec<(f64, u32)>>,
 }
 
 impl FailoverWorld {
@@ -140,46 +182,120 @@ impl FailoverWorld {
             memory: TrafficMemory::default(),
             workers: vec![workers; policy.clusters.len()],
             route: normal_weights(policy),
+            route_changes: Vec::new(),
+            resolvers: normal_weights(policy),
+            ready: vec![workers; policy.clusters.len()],
+            starting: vec![Vec::new(); policy.clusters.len()],
         }
     }
 
+    /// Set cluster `c`'s workers at `t`: added workers report ready `delay` seconds later,
+    /// removed ones stop at once.
+    fn set_workers(&mut self, c: usize, to: u32, t: f64, delay: f64) {
+        if to > self.workers[c] {
+            self.starting[c].push((t + delay, to));
+        }
+        self.workers[c] = to;
+        self.ready[c] = self.ready[c].min(to);
+    }
+
+    /// Workers ready at `t` in each cluster.
+    fn settle_ready(&mut self, t: f64) {
+        for c in 0..self.workers.len() {
+            let (done, waiting): (Vec<_>, Vec<_>) = self.starting[c].iter().partition(|(at, _)| *at <= t + 1e-9);
+            for (_, n) in done {
+                self.ready[c] = self.ready[c].max(n);
+            }
+            self.starting[c] = waiting;
+            self.ready[c] = self.ready[c].min(self.workers[c]);
+        }
+    }
+
+    /// The weights resolvers follow at `t` with records of `ttl` seconds: the route's weights as
+    /// of `t − ttl`.
+    fn resolved(&self, policy: &TrafficPolicy, t: f64, ttl: f64) -> Vec<u32> {
+        self.route_changes
+            .iter()
+            .rev()
+            .find(|(at, _)| *at + ttl <= t + 1e-9)
+            .map_or_else(|| normal_weights(policy), |(_, w)| w.clone())
+    }
+
     /// One failover evaluation at `t` on a trace row, with the local cluster at `local_workers`.
-    fn step(&mut self, policy: &TrafficPolicy, row: &TraceRow, local_workers: u32, t: f64) -> TrafficStep {
-        for (c, cluster) in policy.clusters.iter().enumerate() {
-            if cluster.local {
-                self.workers[c] = local_workers;
+    /// The row's `drain:` cells override the plan's `drain` fields; its `drill:` cells are the
+    /// drill annotation. With `options.survivor_ready_delay_secs` above zero, workers added to a
+    /// cluster report ready that long after (the decision waits for them); at zero every kind
+    /// counts as ready at once, as one that does not report readiness does.
+    fn step(
+        &mut self,
+        policy: &TrafficPolicy,
+        row: &TraceRow,
+        local_workers: u32,
+        t: f64,
+        options: &ReplayOptions,
+    ) -> TrafficStep {
+        let delay = options.survivor_ready_delay_secs.max(0.0);
+        let overridden = row.drains.iter().zip(&policy.clusters).any(|(d, c)| d.is_some_and(|d| d != c.drain));
+        let drained;
+        let policy = if overridden {
+            let mut p = policy.clone();
+            for (cluster, d) in p.clusters.iter_mut().zip(&row.drains) {
+                if let Some(d) = d {
+                    cluster.drain = *d;
+                }
+            }
+            drained = p;
+            &drained
+        } else {
+            policy
+        };
+        for c in 0..policy.clusters.len() {
+            if policy.clusters[c].local {
+                self.set_workers(c, local_workers, t, delay);
             }
         }
+        self.settle_ready(t);
+        let reports_ready = delay > 0.0;
         let readings = FailoverReadings {
             clusters: (0..policy.clusters.len())
                 .map(|c| ClusterReading {
                     health: row.health.get(c).copied().flatten(),
                     reachable: true,
                     workers: Some(self.workers[c]),
-                    ready: None,
+                    ready: reports_ready.then_some(self.ready[c]),
                 })
                 .collect(),
             gates: row.gates.clone(),
             route: Some(self.route.clone()),
             approvals: Vec::new(),
-            drills: Vec::new(),
+            drills: row.drills.clone(),
         };
         let decision = failover::decide(policy, &self.memory, &readings, t);
         for change in decision.raises.iter().chain(&decision.restores) {
-            self.workers[change.cluster] = change.to;
+            self.set_workers(change.cluster, change.to, t, delay);
         }
         if decision.route_from.is_some() {
             self.route = decision.weights.clone();
+            self.route_changes.push((t, decision.weights.clone()));
+        }
+        let resolvers = options.dns_ttl_secs.map(|ttl| self.resolved(policy, t, ttl));
+        let resolvers_moved = resolvers.as_ref().is_some_and(|r| *r != self.resolvers);
+        if let Some(r) = &resolvers {
+            self.resolvers = r.clone();
         }
         let settled = decision.settle(policy, &Applied::everything(&decision));
         self.memory = settled.memory;
         TrafficStep {
             clusters: policy.clusters.iter().map(|c| c.name.clone()).collect(),
-            weights: decision.weights.clone(),
+            weights: self.route.clone(),
             phases: decision.phases.iter().map(|p| p.kind()).collect(),
             failback_percent: decision.phases.iter().map(|p| p.failback_percent(policy)).collect(),
             survivors: self.workers.clone(),
             events: decision.events.into_iter().chain(settled.events).collect(),
+            resolvers,
+            resolvers_moved,
+            drain_kept: decision.drain_kept.clone(),
+            ready: reports_ready.then(|| self.ready.clone()),
         }
     }
 }
@@ -272,7 +388,7 @@ pub fn replay(
         let decision = engine::step_observed(policy, &mut memory, t, &observation, current);
         current = decision.desired;
         let traffic = match (&policy.traffic, &mut failover_world) {
-            (Some(tp), Some(world)) => Some(world.step(tp, row, decision.desired.workers, t)),
+            (Some(tp), Some(world)) => Some(world.step(tp, row, decision.desired.workers, t, &options)),
             _ => None,
         };
         steps.push(ReplayStep { t, decision, traffic });

@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use super::{MODEL_NOTE, Replay, ReplayStep, Summary};
-use crate::engine::{Action, Decision};
+use crate::engine::{Action, Decision, EventReason};
 
 /// One JSONL object per evaluation (the contract in the README).
 #[derive(Serialize)]
@@ -33,6 +33,15 @@ struct JsonStep<'a> {
     survivors: Option<BTreeMap<&'a str, u32>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     traffic_events: Option<Vec<String>>,
+    /// Percent of its normal share each drained cluster keeps (while any is drained).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    drain_kept: Option<BTreeMap<&'a str, f64>>,
+    /// Workers ready per cluster (with `--survivor-ready-delay`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ready: Option<BTreeMap<&'a str, u32>>,
+    /// DNS router: the traffic percent per cluster resolvers follow (one TTL behind `traffic`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resolved_traffic: Option<BTreeMap<&'a str, u32>>,
 }
 
 #[derive(Serialize)]
@@ -89,6 +98,18 @@ pub fn jsonl_line(step: &ReplayStep) -> String {
             .as_ref()
             .map(|t| t.clusters.iter().map(String::as_str).zip(t.survivors.iter().copied()).collect()),
         traffic_events: step.traffic.as_ref().map(|t| t.event_labels()).filter(|e| !e.is_empty()),
+        drain_kept: step
+            .traffic
+            .as_ref()
+            .filter(|t| t.drain_kept.iter().any(|k| *k < 100.0))
+            .map(|t| t.clusters.iter().map(String::as_str).zip(t.drain_kept.iter().copied()).collect()),
+        ready: step
+            .traffic
+            .as_ref()
+            .and_then(|t| Some(t.clusters.iter().map(String::as_str).zip(t.ready.as_ref()?.iter().copied()).collect())),
+        resolved_traffic: step.traffic.as_ref().and_then(|t| {
+            Some(t.clusters.iter().map(String::as_str).zip(t.resolvers.as_ref()?.iter().copied()).collect())
+        }),
     };
     serde_json::to_string(&line).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
@@ -158,6 +179,40 @@ pub fn print_table(out: &mut impl Write, replay: &Replay) -> io::Result<()> {
                 "",
                 split.join(", "),
                 t.event_labels().join(", ")
+            )?;
+            // Drills, drains and survivors' readiness carry their measured times in the note.
+            for e in t.events.iter().filter(|e| {
+                matches!(
+                    e.reason,
+                    EventReason::DrillStarted
+                        | EventReason::DrillCompleted
+                        | EventReason::DrillAborted
+                        | EventReason::DrillRefused
+                        | EventReason::SurvivorsReady
+                        | EventReason::SurvivorsNotReady
+                        | EventReason::DrainCompleted
+                        | EventReason::DrainReturned
+                        | EventReason::DrainRolledBack
+                ) || (e.reason == EventReason::TrafficShifted
+                    && e.note.contains("survivors asked")
+                    && !e.note.contains("ready +0s"))
+            }) {
+                writeln!(out, "{:>8}  {:<9}  {:>7}  {:>7}  {:>5}    · {}", "", "", "", "", "", e.note)?;
+            }
+        }
+        if let Some((t, resolvers)) =
+            step.traffic.as_ref().filter(|t| t.resolvers_moved).and_then(|t| Some((t, t.resolvers.as_ref()?)))
+        {
+            let split: Vec<String> = t.clusters.iter().zip(resolvers).map(|(c, w)| format!("{c} {w}%")).collect();
+            writeln!(
+                out,
+                "{:>8}  {:<9}  {:>7}  {:>7}  {:>5}  resolvers follow {} (one record TTL after the route change)",
+                clock(step.t),
+                "DNS",
+                "",
+                "",
+                "",
+                split.join(", ")
             )?;
         }
     }

@@ -5,6 +5,11 @@
 //! row, strictly increasing. A cell is a number, `NaN`, `+Inf`/`-Inf`, or empty (no data).
 //! `brokers`/`workers` give the replicas the row was recorded at (used by the utilization
 //! feedback model). A plan dimension without a column has no data throughout.
+//!
+//! For a plan with clusters: `health:<cluster>` (its health value), `gate:<name>` (a failback or
+//! scale-down gate's value), `drill:<cluster>` (non-zero while the `fulfillment.dev/drill`
+//! annotation names the cluster; empty or 0 while it does not) and `drain:<cluster>` (non-zero
+//! while the cluster is drained, 0 while it is not; empty = as the plan's own `drain` says).
 
 use std::io::Read;
 
@@ -32,6 +37,10 @@ pub struct TraceRow {
     /// Per scale-down gate (in the plan's order): its value (`gate:<name>` column; a failback
     /// gate and a scale-down gate of one name share it).
     pub scale_down_gates: Vec<Option<f64>>,
+    /// Per plan cluster: whether the drill annotation names it (`drill:<cluster>` column).
+    pub drills: Vec<bool>,
+    /// Per plan cluster: whether it is drained (`drain:<cluster>` column); None = as the plan says.
+    pub drains: Vec<Option<bool>>,
 }
 
 /// A trace ready to replay.
@@ -105,6 +114,10 @@ impl Trace {
         let gates: Vec<String> =
             policy.traffic.iter().flat_map(|t| t.gates.iter().map(|g| format!("gate:{}", g.name))).collect();
         let down_gates: Vec<String> = policy.gates.iter().map(|g| format!("gate:{}", g.name)).collect();
+        let drill_cols: Vec<String> =
+            policy.traffic.iter().flat_map(|t| t.clusters.iter().map(|c| format!("drill:{}", c.name))).collect();
+        let drain_cols: Vec<String> =
+            policy.traffic.iter().flat_map(|t| t.clusters.iter().map(|c| format!("drain:{}", c.name))).collect();
         let mut unknown = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for n in &names[1..] {
@@ -116,7 +129,9 @@ impl Trace {
                 || *n == "workers"
                 || clusters.iter().any(|c| c == n)
                 || gates.iter().any(|g| g == n)
-                || down_gates.iter().any(|g| g == n);
+                || down_gates.iter().any(|g| g == n)
+                || drill_cols.iter().any(|c| c == n)
+                || drain_cols.iter().any(|c| c == n);
             if !known {
                 unknown.push(*n);
             }
@@ -124,14 +139,20 @@ impl Trace {
         if !unknown.is_empty() {
             let listed = unknown.iter().map(|u| format!("{u:?}")).collect::<Vec<_>>().join(", ");
             let what = if unknown.len() == 1 {
-                format!("column {listed} is not a dimension, health:<cluster> or gate:<name> of the plan")
+                format!(
+                    "column {listed} is not a dimension, health:<cluster>, drill:<cluster>, drain:<cluster> or gate:<name> of the plan"
+                )
             } else {
-                format!("columns {listed} are not dimensions, health:<cluster> or gate:<name> of the plan")
+                format!(
+                    "columns {listed} are not dimensions, health:<cluster>, drill:<cluster>, drain:<cluster> or gate:<name> of the plan"
+                )
             };
             let mut has = vec![dims.join(", ")];
             has.extend(clusters.iter().cloned());
             has.extend(gates.iter().cloned());
             has.extend(down_gates.iter().filter(|g| !gates.contains(g)).cloned());
+            has.extend(drill_cols.iter().cloned());
+            has.extend(drain_cols.iter().cloned());
             return Err(TraceError::Header(format!(
                 "{what} (the plan has: {}); rename or drop {}",
                 has.join(", "),
@@ -142,6 +163,8 @@ impl Trace {
         let gate_col: Vec<Option<usize>> = gates.iter().map(|g| names.iter().position(|n| n == g)).collect();
         let down_gate_col: Vec<Option<usize>> = down_gates.iter().map(|g| names.iter().position(|n| n == g)).collect();
         let dim_col: Vec<Option<usize>> = dims.iter().map(|d| names.iter().position(|n| n == d)).collect();
+        let drill_col: Vec<Option<usize>> = drill_cols.iter().map(|c| names.iter().position(|n| n == c)).collect();
+        let drain_col: Vec<Option<usize>> = drain_cols.iter().map(|c| names.iter().position(|n| n == c)).collect();
         let brokers_col = names.iter().position(|n| *n == "brokers");
         let workers_col = names.iter().position(|n| *n == "workers");
 
@@ -217,6 +240,11 @@ impl Trace {
                 health: cells(&health_col, &clusters)?,
                 gates: cells(&gate_col, &gates)?,
                 scale_down_gates: cells(&down_gate_col, &down_gates)?,
+                drills: switches(&cells(&drill_col, &drill_cols)?, &drill_cols, line)?
+                    .into_iter()
+                    .map(|s| s.unwrap_or(false))
+                    .collect(),
+                drains: switches(&cells(&drain_col, &drain_cols)?, &drain_cols, line)?,
             });
         }
         if rows.is_empty() {
@@ -269,6 +297,8 @@ impl Trace {
                 health: at(QueryRole::Health, t),
                 gates: at(QueryRole::Gate, t),
                 scale_down_gates: at(QueryRole::ScaleDownGate, t),
+                drills: vec![false; plan.policy.traffic.as_ref().map_or(0, |tp| tp.clusters.len())],
+                drains: vec![None; plan.policy.traffic.as_ref().map_or(0, |tp| tp.clusters.len())],
             });
         }
         Ok(Self {
@@ -283,6 +313,32 @@ impl Trace {
     pub fn row_at(&self, t: f64) -> &TraceRow {
         let after = self.rows.partition_point(|r| r.t <= t + 1e-9);
         &self.rows[after.saturating_sub(1)]
+    }
+
+    /// Turn a drill (`drain: false`) or a drain (`drain: true`) of cluster `cluster` (its index
+    /// in the plan) on from `from` until `to` seconds (to the end when None), as if the
+    /// annotation or the spec field were set then: rows are added at both edges (copies of the
+    /// row in force there), so the replay sees the change at those times. Edges at or past the
+    /// last row add nothing (the trace keeps its length).
+    pub fn switch(&mut self, drain: bool, cluster: usize, from: f64, to: Option<f64>) {
+        for edge in std::iter::once(from).chain(to) {
+            let at = self.rows.partition_point(|r| r.t < edge - 1e-9);
+            if at == 0 || at >= self.rows.len() || (self.rows[at].t - edge).abs() <= 1e-9 {
+                continue;
+            }
+            let mut copy = self.rows[at - 1].clone();
+            copy.t = edge;
+            self.rows.insert(at, copy);
+        }
+        for row in self.rows.iter_mut().filter(|r| r.t + 1e-9 >= from && to.is_none_or(|to| r.t < to - 1e-9)) {
+            if drain {
+                if let Some(d) = row.drains.get_mut(cluster) {
+                    *d = Some(true);
+                }
+            } else if let Some(d) = row.drills.get_mut(cluster) {
+                *d = true;
+            }
+        }
     }
 
     /// Seconds from the first to the last row.
@@ -331,6 +387,24 @@ fn parse_time(raw: &str) -> Result<(f64, TimeForm), String> {
             "{raw:?} is not a time; write seconds from the start (0, 15, 30.5) or an RFC 3339 timestamp (2026-11-21T09:00:00Z)"
         )),
     }
+}
+
+/// On/off cells (`drill:` and `drain:` columns): non-zero is on, 0 is off, empty is unset; NaN
+/// and infinities are refused.
+fn switches(cells: &[Option<f64>], labels: &[String], line: u64) -> Result<Vec<Option<bool>>, TraceError> {
+    cells
+        .iter()
+        .zip(labels)
+        .map(|(cell, label)| match cell {
+            None => Ok(None),
+            Some(v) if v.is_finite() => Ok(Some(*v != 0.0)),
+            Some(v) => Err(TraceError::Cell {
+                line,
+                column: label.clone(),
+                message: format!("{v} is not on or off; write 1 (on), 0 (off) or leave the cell empty"),
+            }),
+        })
+        .collect()
 }
 
 fn parse_cell(raw: &str) -> Result<Option<f64>, String> {
@@ -405,8 +479,45 @@ mod tests {
         assert!(matches!(read("time,business\n"), Err(TraceError::Empty)));
         let e = read("time,business,health:eu\n0,1,1\n").unwrap_err().to_string();
         assert!(
-            e.contains("column \"health:eu\" is not a dimension, health:<cluster> or gate:<name> of the plan"),
+            e.contains("column \"health:eu\" is not a dimension, health:<cluster>, drill:<cluster>, drain:<cluster> or gate:<name> of the plan"),
             "{e}"
         );
+    }
+
+    fn two_regions() -> Policy {
+        let plan = crate::plan::parse(include_str!("../../examples/failover-two-region-plan.yaml")).unwrap();
+        Policy::from_spec(&plan.spec)
+    }
+
+    #[test]
+    fn drill_and_drain_columns_are_switches() {
+        let csv = "time,business,health:eu,drill:eu,drain:us\n0,1,0.1,,\n60,1,0.1,1,0\n120,1,0.1,0,2\n";
+        let trace = Trace::from_csv(csv.as_bytes(), &two_regions()).expect("trace parses");
+        let drills: Vec<_> = trace.rows.iter().map(|r| r.drills.clone()).collect();
+        let drains: Vec<_> = trace.rows.iter().map(|r| r.drains.clone()).collect();
+        assert_eq!(drills, [vec![false, false], vec![true, false], vec![false, false]]);
+        assert_eq!(drains, [vec![None, None], vec![None, Some(false)], vec![None, Some(true)]]);
+        let e = Trace::from_csv("time,drill:eu\n0,NaN\n".as_bytes(), &two_regions()).unwrap_err().to_string();
+        assert!(e.contains("line 2, column drill:eu") && e.contains("write 1 (on), 0 (off)"), "{e}");
+        let e = Trace::from_csv("time,drill:asia\n0,1\n".as_bytes(), &two_regions()).unwrap_err().to_string();
+        assert!(e.contains("\"drill:asia\"") && e.contains("drill:eu, drill:us"), "{e}");
+    }
+
+    #[test]
+    fn a_switch_window_adds_rows_at_its_edges_and_keeps_the_length() {
+        let csv = "time,business,health:eu\n0,1,0.1\n60,2,0.1\n120,3,0.1\n";
+        let mut trace = Trace::from_csv(csv.as_bytes(), &two_regions()).expect("trace parses");
+        trace.switch(false, 0, 30.0, Some(90.0));
+        trace.switch(true, 1, 100.0, Some(500.0));
+        let times: Vec<f64> = trace.rows.iter().map(|r| r.t).collect();
+        assert_eq!(times, [0.0, 30.0, 60.0, 90.0, 100.0, 120.0]);
+        assert_eq!(trace.duration(), 120.0, "an edge past the end adds nothing");
+        // The added rows carry the values in force there.
+        assert_eq!(trace.row_at(30.0).values, trace.row_at(0.0).values);
+        assert_eq!(trace.row_at(90.0).values, trace.row_at(60.0).values);
+        let drilled: Vec<bool> = trace.rows.iter().map(|r| r.drills[0]).collect();
+        assert_eq!(drilled, [false, true, true, false, false, false]);
+        let drained: Vec<Option<bool>> = trace.rows.iter().map(|r| r.drains[1]).collect();
+        assert_eq!(drained, [None, None, None, None, Some(true), Some(true)]);
     }
 }
