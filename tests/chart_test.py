@@ -121,6 +121,12 @@ def test_rbac_is_scoped_by_the_values():
     assert {("externaldns.k8s.io", "dnsendpoints", v) for v in ("get", "patch")} <= grants
     assert not any(r in ("httproutes", "virtualservices") for _, r, _ in grants)
     assert not any(r == "dnsendpoints" and v not in ("get", "patch") for _, r, v in grants)
+    # Failover reads the survivors' ready count through /status of the apps kinds only, never writes it.
+    docs, _ = render({})
+    grants = granted(docs)
+    assert {("apps", "deployments/status", "get"), ("apps", "statefulsets/status", "get")} <= grants
+    assert not any(r.endswith("/status") and g != "fulfillment.dev" and v != "get" for g, r, v in grants)
+    assert not any(r == "kafkanodepools/status" for _, r, _ in grants)
     # Namespaced install: Roles in the watched namespaces only, no ClusterRole.
     docs, _ = render({"watchNamespaces": ["orders", "payments"]})
     assert of_kind(docs, "ClusterRole") == []

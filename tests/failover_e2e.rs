@@ -1,14 +1,19 @@
-//! Failover end to end: the real binary, a real Prometheus, and two stand-in API servers — the
-//! local cluster (the plan, the HTTPRoute, its workers) and a remote one reached through a
-//! kubeconfig Secret.
-
 //! Failover end to end: the real binary, a real Prometheus, and two real control planes — the
 //! local cluster (the plan, a Gateway API HTTPRoute under the upstream CRD, its workers) and a
 //! remote one reached through a kubeconfig Secret, as a ServiceAccount that may only read and set
-//! `/scale` there. Both API servers are behind the tests' fault proxies, which record requests.
+//! `/scale` there (and read `deployments/status` for readiness). Both API servers are behind the
+//! tests' fault proxies, which record requests.
+//!
+//! There is no kubelet: Deployments create Pods that never run. [`Kubelet`] stands in for the
+//! one thing failover needs of kubelets — reporting Pods ready — by setting their Ready condition
+//! through the Pod status subresource; the ReplicaSet and Deployment controllers of the real
+//! kube-controller-manager then count them in `status.readyReplicas`, as in a real cluster.
 
 mod support;
 
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
@@ -29,6 +34,58 @@ struct World {
     remote: Remote,
     exporter: Exporter,
     _prometheus: Prometheus,
+    /// Pods reported ready in both clusters (absent: Pods never become ready).
+    _kubelets: Option<(Kubelet, Kubelet)>,
+}
+
+/// Reports every Pod of a namespace ready shortly after it appears, until dropped: the
+/// readiness half of a kubelet (see the module doc).
+struct Kubelet {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Kubelet {
+    fn start(admin_kubeconfig: PathBuf, ns: String) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            use k8s_openapi::api::core::v1::Pod;
+            use kube::api::{Api, ListParams, Patch, PatchParams};
+            let client = support::tenant::Kube::from_kubeconfig(&admin_kubeconfig).client();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                let pods: Api<Pod> = Api::namespaced(client, &ns);
+                let ready = json!({"status": {"conditions": [
+                    {"type": "Ready", "status": "True"}, {"type": "ContainersReady", "status": "True"}]}});
+                while !stopped.load(Ordering::SeqCst) {
+                    // An API server stopped by a test is simply not answered.
+                    for pod in pods.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default() {
+                        let is_ready = pod
+                            .status
+                            .as_ref()
+                            .and_then(|s| s.conditions.as_ref())
+                            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                        if !is_ready && pod.metadata.deletion_timestamp.is_none() {
+                            let name = pod.metadata.name.unwrap_or_default();
+                            let _ = pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&ready)).await;
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            });
+        });
+        Self { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for Kubelet {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// A world whose remote cluster is the binary's shared second control plane.
@@ -51,6 +108,16 @@ enum Routing {
 }
 
 async fn world_routed(remote_cp: &ControlPlane, routing: Routing) -> World {
+    world_full(remote_cp, routing, true, |_| {}).await
+}
+
+/// A world; `kubelets`: whether Pods become ready; `tweak` changes the plan before it is created.
+async fn world_full(
+    remote_cp: &ControlPlane,
+    routing: Routing,
+    kubelets: bool,
+    tweak: impl FnOnce(&mut Value),
+) -> World {
     let exporter = Exporter::start();
     metrics(&exporter, 0.05, 0.05, 0.0);
     let prometheus = Prometheus::scraping(&[exporter.target()]);
@@ -102,13 +169,20 @@ async fn world_routed(remote_cp: &ControlPlane, routing: Routing) -> World {
         plan["spec"]["clusters"][0]["backend"] = json!("eu");
         plan["spec"]["clusters"][1]["backend"] = json!("us");
     }
+    tweak(&mut plan);
+    let kubelets = kubelets.then(|| {
+        (
+            Kubelet::start(cp.admin_kubeconfig.clone(), ns.clone()),
+            Kubelet::start(remote_cp.admin_kubeconfig.clone(), ns.clone()),
+        )
+    });
     local.kube.create(plan);
     support::wait_for("first scrape", Duration::from_secs(20), || {
         support::http_get(&prometheus.addr, "/api/v1/query?query=max(error_ratio)")
             .filter(|(_, b)| b.contains("\"value\""))
             .map(|_| ())
     });
-    World { local, remote, exporter, _prometheus: prometheus }
+    World { local, remote, exporter, _prometheus: prometheus, _kubelets: kubelets }
 }
 
 impl World {
@@ -136,6 +210,41 @@ impl World {
     }
     fn remote_workers(&self) -> u64 {
         workers(&self.remote.kube, self.ns())
+    }
+    /// `status.readyReplicas` of the remote workers.
+    fn remote_ready(&self) -> u64 {
+        self.remote
+            .kube
+            .get("apps/v1", "Deployment", Some(self.ns()), "checkout-worker")
+            .and_then(|d| d["status"]["readyReplicas"].as_u64())
+            .unwrap_or(0)
+    }
+    /// Annotate the plan (`key=value`) or remove the annotation (`key-`).
+    fn annotate(&self, annotation: &str) {
+        let (ok, _, err) = self.local.kubectl(&[
+            "-n",
+            self.ns(),
+            "annotate",
+            "--overwrite",
+            "fulfillmentplan",
+            "checkout",
+            annotation,
+        ]);
+        assert!(ok, "{err}");
+    }
+    /// JSON-patch the plan's spec as `kubectl patch` does (a GitOps change).
+    fn patch_plan(&self, patch: Value) {
+        let (ok, _, err) = self.local.kubectl(&[
+            "-n",
+            self.ns(),
+            "patch",
+            "fulfillmentplan",
+            "checkout",
+            "--type=json",
+            "-p",
+            &patch.to_string(),
+        ]);
+        assert!(ok, "{err}");
     }
     fn plan(&self) -> Value {
         self.local.kube.get("fulfillment.dev/v1alpha1", "FulfillmentPlan", Some(self.ns()), "checkout").unwrap()
@@ -372,4 +481,128 @@ async fn dns_weights_fail_over_and_a_manual_failback_waits_for_the_admins_approv
     // The DNSEndpoint was read and patched as the chart's ServiceAccount.
     let calls = w.local.proxy.requests();
     assert!(calls.iter().any(|r| r.method == "PATCH" && r.path.contains("/dnsendpoints/checkout") && r.status == 200));
+}
+
+/// Shift times of the route patches: (when, eu weight) from the proxy's records.
+fn remote_scale_patches(w: &World) -> Vec<SystemTime> {
+    w.remote
+        .proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH" && r.path.ends_with("/scale") && (200..300).contains(&r.status))
+        .map(|r| r.at)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_shifts_once_the_survivors_are_ready_holds_and_fails_back_with_its_timings() {
+    let w = world().await;
+    let op = start(&w).await;
+    until("the remote workers ready", Duration::from_secs(30), &op, || w.remote_ready() == 12).await;
+
+    w.annotate("fulfillment.dev/drill=eu");
+    until("drilled: traffic shifted", Duration::from_secs(30), &op, || w.route() == [15, 85]).await;
+    assert_eq!(w.remote_workers(), 21, "survivors first");
+    let scaled_at = remote_scale_patches(&w)[0];
+    let shifted_at = w.route_patches()[0].0;
+    assert!(shifted_at > scaled_at, "the route moved after the survivor was asked");
+    until("drill status", Duration::from_secs(5), &op, || w.cluster("eu")["drill"]["state"] == "Running").await;
+    until("events", Duration::from_secs(5), &op, || !w.events("TrafficShifted").is_empty()).await;
+    for reason in ["DrillStarted", "FailoverStarted", "SurvivorsScaled", "SurvivorsReady", "TrafficShifted"] {
+        assert!(!w.events(reason).is_empty(), "a {reason} event");
+    }
+    assert!(w.events("ClusterUnhealthy").is_empty(), "a drill is not a health breach");
+    assert!(w.events("SurvivorsNotReady").is_empty());
+    let shift = w.plan()["status"]["traffic"]["lastShift"].clone();
+    assert!(shift["survivorsAsked"].is_string() && shift["survivorsReady"].is_string(), "{shift}");
+    assert_eq!(shift["timedOut"], Value::Null, "{shift}");
+    let drill = w.cluster("eu")["drill"].clone();
+    let to_move = drill["secondsToMove"].as_f64().unwrap();
+    assert!(to_move > 0.0 && to_move < 30.0, "{drill}");
+    assert!(w.remote_ready() >= 21, "the 21 workers were ready when traffic moved");
+    // Held until the annotation goes (drillDuration 10m by default), then the gated failback.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(w.route(), [15, 85]);
+    assert_eq!(w.cluster("eu")["phase"], "Failed");
+    w.annotate("fulfillment.dev/drill-");
+    until("drill completed", Duration::from_secs(40), &op, || {
+        w.route() == [50, 50] && w.cluster("eu")["drill"]["state"] == "Completed"
+    })
+    .await;
+    until("completion event", Duration::from_secs(5), &op, || !w.events("DrillCompleted").is_empty()).await;
+    let note = w.events("DrillCompleted")[0]["note"].as_str().unwrap().to_string();
+    assert!(note.contains("route moved after") && note.contains("hold ended after"), "{note}");
+    let eu = w.cluster("eu");
+    assert!(eu["drill"]["holdEnded"].is_string() && eu["drill"]["ended"].is_string(), "{eu}");
+    let steps: Vec<u64> = w.route_patches().into_iter().map(|p| p.1).collect();
+    assert!(steps.contains(&24) && steps.contains(&33), "failed back through the steps: {steps:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survivors_whose_pods_never_become_ready_get_the_traffic_at_the_ready_timeout() {
+    // No kubelets: the raised Pods never become ready.
+    let w = world_full(ControlPlane::shared_remote(), Routing::HttpRoute, false, |plan| {
+        plan["spec"]["traffic"]["failover"]["survivorReadyTimeout"] = json!("4s");
+    })
+    .await;
+    let op = start(&w).await;
+    metrics(&w.exporter, 0.5, 0.05, 0.0);
+    until("survivor asked", Duration::from_secs(20), &op, || w.remote_workers() == 21).await;
+    until("waiting in status", Duration::from_secs(5), &op, || {
+        w.plan()["status"]["traffic"]["pendingShift"]["waitingFor"][0]
+            .as_str()
+            .is_some_and(|s| s.starts_with("us 0/21"))
+    })
+    .await;
+    assert_eq!(w.route(), [50, 50], "not moved while the survivor is not ready");
+    assert_eq!(w.cluster("us")["readyWorkers"], 0);
+    until("shifted anyway", Duration::from_secs(20), &op, || w.route() == [15, 85]).await;
+    let scaled_at = remote_scale_patches(&w)[0];
+    let shifted_at = w.route_patches()[0].0;
+    let waited = shifted_at.duration_since(scaled_at).unwrap();
+    assert!(
+        waited >= Duration::from_millis(3900),
+        "moved {waited:?} after the survivor was asked, before the 4s timeout"
+    );
+    until("warning", Duration::from_secs(5), &op, || !w.events("SurvivorsNotReady").is_empty()).await;
+    let warning = &w.events("SurvivorsNotReady")[0];
+    assert_eq!(warning["type"], "Warning");
+    assert!(warning["note"].as_str().unwrap().contains("us 0/21 ready"), "{warning}");
+    until("status", Duration::from_secs(5), &op, || w.plan()["status"]["traffic"]["lastShift"]["timedOut"] == true)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_moves_traffic_away_step_by_step_and_its_removal_brings_it_back() {
+    let w = world().await;
+    let op = start(&w).await;
+    until("the remote workers ready", Duration::from_secs(30), &op, || w.remote_ready() == 12).await;
+
+    // A GitOps change: eu drained for maintenance.
+    w.patch_plan(json!([{"op": "add", "path": "/spec/clusters/0/drain", "value": true}]));
+    until("drained", Duration::from_secs(60), &op, || w.route() == [0, 100]).await;
+    until("drain status", Duration::from_secs(5), &op, || w.cluster("eu")["drainKeptPercent"] == 0).await;
+    assert_eq!(w.cluster("eu")["phase"], "Healthy", "a drain is not a failure");
+    assert_eq!(w.remote_workers(), 24, "the survivor carries twice its share");
+    let away = w.route_patches();
+    let weights: Vec<u64> = away.iter().map(|p| p.1).collect();
+    assert_eq!(
+        weights,
+        [25, 13, 3, 1, 0],
+        "the failback steps in reverse (50, 25, 5, 1, 0 % of its share), one at a time"
+    );
+    for pair in away.windows(2) {
+        let gap = pair[1].0.duration_since(pair[0].0).unwrap();
+        assert!(gap >= Duration::from_millis(900), "two steps {gap:?} apart, within one stepInterval (1s)");
+    }
+    until("events", Duration::from_secs(5), &op, || !w.events("DrainCompleted").is_empty()).await;
+    assert!(!w.events("DrainStep").is_empty());
+
+    // The field removed: back through the failback steps.
+    w.patch_plan(json!([{"op": "remove", "path": "/spec/clusters/0/drain"}]));
+    until("back", Duration::from_secs(60), &op, || w.route() == [50, 50]).await;
+    let back: Vec<u64> = w.route_patches().into_iter().skip(away.len()).map(|p| p.1).collect();
+    assert_eq!(back, [1, 3, 13, 25, 50], "1 %, 5 %, 25 %, 50 %, 100 % of its share");
+    until("returned event", Duration::from_secs(5), &op, || !w.events("DrainReturned").is_empty()).await;
+    until("status", Duration::from_secs(5), &op, || w.cluster("eu")["drainKeptPercent"].is_null()).await;
 }

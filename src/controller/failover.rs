@@ -188,7 +188,17 @@ async fn fetch(ctx: &Context, scope: &Scope<'_>) -> Fetched {
             _ => None,
         };
         let workers = read.and_then(Result::ok).map(|r| r.desired);
-        clusters.push(ClusterReading { health, reachable, workers, ready: None });
+        // Readiness matters only when survivors are raised before the route moves.
+        let ready = match (&client, workers) {
+            (Some(c), Some(_)) if scope.policy.prescale_survivors => {
+                read_ready(ctx, c, scope, cluster).await.unwrap_or_else(|note| {
+                    warnings.push(warning(EventReason::ReadinessUnknown, Some(&cluster.name), note));
+                    None
+                })
+            }
+            _ => None,
+        };
+        clusters.push(ClusterReading { health, reachable, workers, ready });
         clients.push(client);
     }
     let mut gates = Vec::new();
@@ -222,6 +232,30 @@ async fn fetch(ctx: &Context, scope: &Scope<'_>) -> Fetched {
     let approvals = failover::approvals(scope.policy, annotation(APPROVE_FAILBACK_ANNOTATION));
     let drills = failover::drills(scope.policy, annotation(DRILL_ANNOTATION));
     Fetched { readings: FailoverReadings { clusters, gates, route, approvals, drills }, clients, router, warnings }
+}
+
+/// A cluster's ready workers (None: its kind reports no readiness), or the note of a Warning
+/// saying why they could not be read (then failover does not wait for them).
+async fn read_ready(
+    ctx: &Context,
+    client: &Client,
+    scope: &Scope<'_>,
+    cluster: &ClusterSpec,
+) -> Result<Option<u32>, String> {
+    let target = workers_ref(scope.plan, cluster);
+    ctx.targets.read_ready(client, scope.namespace, &target).await.map_err(|e| {
+        let why = match &e {
+            TargetError::Forbidden { message, .. } => format!(
+                "403 Forbidden: {message}; grant get on {}/status to the operator there (in this cluster the Helm chart does for rbac.scaleTargets in group apps; in a remote cluster, in the Role of the kubeconfig's user)",
+                target.kind.to_lowercase() + "s"
+            ),
+            other => other.to_string(),
+        };
+        format!(
+            "cluster {}: cannot read the ready workers of {} {}/{} ({why}); traffic does not wait for them to be ready",
+            cluster.name, target.kind, scope.namespace, target.name
+        )
+    })
 }
 
 /// Survivors first; the route only if every raise was made; then restores.

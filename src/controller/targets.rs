@@ -95,6 +95,11 @@ impl TargetError {
     }
 }
 
+/// Whether the target's kind reports a ready count the operator reads (`status.readyReplicas`).
+pub fn reports_readiness(target: &ScaleTargetRef) -> bool {
+    target.api_version == "apps/v1" && matches!(target.kind.as_str(), "Deployment" | "StatefulSet")
+}
+
 /// Resolves and caches `ApiResource`s of scale targets.
 #[derive(Default)]
 pub struct Targets {
@@ -161,6 +166,25 @@ impl Targets {
         let desired = scale.spec.and_then(|s| s.replicas).unwrap_or(0).max(0) as u32;
         let running = scale.status.map(|s| s.replicas.max(0) as u32);
         Ok(ScaleReading { desired, running })
+    }
+
+    /// The target's ready replicas (`status.readyReplicas`, absent = 0) where its kind reports
+    /// them: `apps/v1` Deployments and StatefulSets, read through their `/status` subresource.
+    /// `Ok(None)` for every other kind (a custom resource has no standard readiness count), which
+    /// failover counts as ready.
+    pub async fn read_ready(
+        &self,
+        client: &Client,
+        namespace: &str,
+        target: &ScaleTargetRef,
+    ) -> Result<Option<u32>, TargetError> {
+        if !reports_readiness(target) {
+            return Ok(None);
+        }
+        let api = self.api(client, namespace, target).await?;
+        let object = api.get_status(&target.name).await.map_err(|e| Self::error(target, namespace, "get", e))?;
+        let ready = object.data["status"]["readyReplicas"].as_u64().unwrap_or(0);
+        Ok(Some(u32::try_from(ready).unwrap_or(u32::MAX)))
     }
 
     /// The message of the target's first condition that reports a problem (`Ready`,

@@ -87,6 +87,8 @@ pub enum EventReason {
     DrainReturned,
     /// A gate failed during a drain or its return; one step back (Warning).
     DrainRolledBack,
+    /// A survivor's ready workers could not be read; traffic does not wait for them (Warning).
+    ReadinessUnknown,
 }
 
 impl EventReason {
@@ -132,6 +134,7 @@ impl EventReason {
             EventReason::DrainReturnStep => "DrainReturnStep",
             EventReason::DrainReturned => "DrainReturned",
             EventReason::DrainRolledBack => "DrainRolledBack",
+            EventReason::ReadinessUnknown => "ReadinessUnknown",
         }
     }
 
@@ -157,6 +160,7 @@ impl EventReason {
                 | EventReason::DrillAborted
                 | EventReason::DrillRefused
                 | EventReason::DrainRolledBack
+                | EventReason::ReadinessUnknown
         )
     }
 }

@@ -24,7 +24,8 @@
 //!   5 %, 1 %, then 0 % of its share — one level per step interval while the gates hold, one
 //!   level back when a gate fails; with the field removed it walks back up the same way (1 %,
 //!   5 %, 25 %, 50 %, 100 %: exactly the failback steps). A drain never moves while no other
-//!   cluster can receive traffic. A cluster's share is the smaller of what its health phase and
+//!   cluster can receive traffic, nor while the route has not caught up with its last step
+//!   (survivors getting ready), and its interval counts from when the route last moved. A cluster's share is the smaller of what its health phase and
 //!   its drain level leave it.
 
 use std::collections::VecDeque;
@@ -761,12 +762,19 @@ pub fn decide_traffic(
         }
     }
 
-    // Drains: one level per step interval, gated, against the phases just decided.
+    // Drains: one level per step interval, gated, against the phases just decided. A level
+    // moves only once the route carries the last one (no route change under way: survivors may
+    // still be getting ready), and its interval counts from when the route last moved, so the
+    // gates judge each step's traffic for a whole interval and the route never skips a step.
     let ladder = policy.steps.len();
+    let route_caught_up = memory.shift.is_none();
+    let route_moved = memory.last_shift.as_ref().and_then(|s| s.route_moved);
     for (c, cluster) in policy.clusters.iter().enumerate() {
         let state = memory.drain[c];
-        let interval_passed = state.at.is_none_or(|at| now - at + TIME_EPSILON >= policy.step_interval);
-        if !interval_passed || (!cluster.drain && state.level == 0) {
+        let interval_passed = state
+            .at
+            .is_none_or(|at| now - route_moved.map_or(at, |m| m.max(at)) + TIME_EPSILON >= policy.step_interval);
+        if !route_caught_up || !interval_passed || (!cluster.drain && state.level == 0) {
             continue;
         }
         // Moving traffic away needs somewhere to put it.

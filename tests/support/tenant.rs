@@ -320,7 +320,8 @@ impl Remote {
         kube.create(serde_json::json!({
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
             "metadata": {"name": sa, "namespace": ns},
-            "rules": [{"apiGroups": ["apps"], "resources": ["deployments/scale"], "verbs": ["get", "patch"]}]
+            "rules": [{"apiGroups": ["apps"], "resources": ["deployments/scale"], "verbs": ["get", "patch"]},
+                      {"apiGroups": ["apps"], "resources": ["deployments/status"], "verbs": ["get"]}]
         }));
         kube.create(serde_json::json!({
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",

@@ -56,6 +56,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [{{ .apiGroup | quote }}]
   resources: [{{ range $i, $r := .resources }}{{ if $i }}, {{ end }}{{ $r }}/scale{{ end }}]
   verbs: [get, patch]
+{{- if eq .apiGroup "apps" }}
+# Failover: read status.readyReplicas of raised survivors (Deployments, StatefulSets) before moving traffic to them.
+- apiGroups: [apps]
+  resources: [{{ range $i, $r := .resources }}{{ if $i }}, {{ end }}{{ $r }}/status{{ end }}]
+  verbs: [get]
+{{- end }}
 {{- if $.Values.rbac.readTargetConditions }}
 # Read the targets themselves, only to quote their conditions when a broker change is not carried out.
 - apiGroups: [{{ .apiGroup | quote }}]

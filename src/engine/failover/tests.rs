@@ -825,6 +825,25 @@ fn a_drain_walks_the_failback_steps_in_reverse_and_comes_back_through_them() {
 }
 
 #[test]
+fn a_drain_waits_for_the_route_to_carry_each_step_before_the_next() {
+    let p = two_regions();
+    let drain = |_: f64, c: usize| c == 1;
+    // Survivors take 90 s to get ready, longer than the 60 s step interval.
+    let inputs = Inputs { drain: &drain, ready_after: Some(90.0), ..Inputs::new(&all_healthy, &gates_ok) };
+    let trace = run_with(&p, 1200.0, &inputs);
+    let routes: Vec<(f64, u32)> = trace
+        .iter()
+        .filter(|s| s.settled.events.iter().any(|e| e.reason == EventReason::TrafficShifted))
+        .map(|s| (s.t, s.decision.weights[1]))
+        .collect();
+    let weights: Vec<u32> = routes.iter().map(|r| r.1).collect();
+    assert_eq!(weights, [25, 12, 2, 0], "every step reaches the route; none is skipped");
+    for pair in routes.windows(2) {
+        assert!(pair[1].0 - pair[0].0 >= 60.0, "{routes:?}");
+    }
+}
+
+#[test]
 fn a_gate_breach_rolls_a_drain_back_one_step() {
     let p = two_regions();
     let drain = |_: f64, c: usize| c == 1;
@@ -923,6 +942,7 @@ proptest! {
         let trace = run_with(&p, secs, &Inputs { drill: &drill, drain: &drain, ready_after, ..Inputs::new(&health, &gate) });
         let mut last_move: Vec<Option<f64>> = vec![None; n];
         let mut level = vec![0usize; n];
+        let mut pending_before = false;
         for s in &trace {
             prop_assert_eq!(s.decision.weights.iter().sum::<u32>(), 100);
             for c in 0..n {
@@ -934,10 +954,12 @@ proptest! {
                     }
                     let name = p.clusters[c].name.as_str();
                     prop_assert!(s.decision.events.iter().any(|e| e.cluster.as_deref() == Some(name) && matches!(e.reason, EventReason::DrainStep | EventReason::DrainCompleted | EventReason::DrainReturnStep | EventReason::DrainReturned | EventReason::DrainRolledBack)));
+                    prop_assert!(!pending_before, "t={}: c{} moved while the route had not caught up", s.t, c);
                     last_move[c] = Some(s.t);
                     level[c] = now;
                 }
             }
+            pending_before = s.settled.memory.pending_shift().is_some();
         }
     }
 
