@@ -56,7 +56,11 @@ async fn main() {
                 {"name": "eu", "weight": 50, "backend": "checkout-eu", "health": {"query": "max(etcd_p99{cluster=\"eu\"})", "threshold": 0.2, "for": "2s"}},
                 {"name": "us", "weight": 50, "backend": "checkout-us", "kubeconfigSecretRef": {"name": "us-kubeconfig", "key": "kubeconfig"},
                  "health": {"query": "max(etcd_p99{cluster=\"us\"})", "threshold": 0.2, "for": "2s"}}],
-            "traffic": {"router": {"httpRoute": {"name": "checkout"}}, "failback": {"holdDown": "1s", "steps": [100], "stepInterval": "1s"}}
+            // The operator's reaction alone: the route does not wait for the survivor's Pods (this
+            // control plane has no kubelet, they never become ready); benches/drill.rs measures a
+            // shift with ready survivors.
+            "traffic": {"router": {"httpRoute": {"name": "checkout"}}, "failover": {"survivorReadyTimeout": "0s"},
+                        "failback": {"holdDown": "1s", "steps": [100], "stepInterval": "1s"}}
         }}));
     let op = Operator::start(&local, "bench", &["--leader-election=false"]);
     op.wait_ready();

@@ -5,19 +5,15 @@
 //! tests' fault proxies, which record requests.
 //!
 //! There is no kubelet: Deployments create Pods that never run. [`Kubelet`] stands in for the
-//! one thing failover needs of kubelets — reporting Pods ready — by setting their Ready condition
-//! through the Pod status subresource; the ReplicaSet and Deployment controllers of the real
-//! kube-controller-manager then count them in `status.readyReplicas`, as in a real cluster.
+//! one thing failover needs of kubelets — reporting Pods ready (see `support::kubelet`).
 
 mod support;
 
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 use support::control_plane::ControlPlane;
+use support::kubelet::Kubelet;
 use support::operator::{Operator, until};
 use support::tenant::{ChartOptions, Remote, Tenant};
 use support::{Exporter, Prometheus};
@@ -36,56 +32,6 @@ struct World {
     _prometheus: Prometheus,
     /// Pods reported ready in both clusters (absent: Pods never become ready).
     _kubelets: Option<(Kubelet, Kubelet)>,
-}
-
-/// Reports every Pod of a namespace ready shortly after it appears, until dropped: the
-/// readiness half of a kubelet (see the module doc).
-struct Kubelet {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Kubelet {
-    fn start(admin_kubeconfig: PathBuf, ns: String) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
-        let thread = std::thread::spawn(move || {
-            use k8s_openapi::api::core::v1::Pod;
-            use kube::api::{Api, ListParams, Patch, PatchParams};
-            let client = support::tenant::Kube::from_kubeconfig(&admin_kubeconfig).client();
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            runtime.block_on(async {
-                let pods: Api<Pod> = Api::namespaced(client, &ns);
-                let ready = json!({"status": {"conditions": [
-                    {"type": "Ready", "status": "True"}, {"type": "ContainersReady", "status": "True"}]}});
-                while !stopped.load(Ordering::SeqCst) {
-                    // An API server stopped by a test is simply not answered.
-                    for pod in pods.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default() {
-                        let is_ready = pod
-                            .status
-                            .as_ref()
-                            .and_then(|s| s.conditions.as_ref())
-                            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-                        if !is_ready && pod.metadata.deletion_timestamp.is_none() {
-                            let name = pod.metadata.name.unwrap_or_default();
-                            let _ = pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&ready)).await;
-                        }
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            });
-        });
-        Self { stop, thread: Some(thread) }
-    }
-}
-
-impl Drop for Kubelet {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 /// A world whose remote cluster is the binary's shared second control plane.
@@ -172,8 +118,8 @@ async fn world_full(
     tweak(&mut plan);
     let kubelets = kubelets.then(|| {
         (
-            Kubelet::start(cp.admin_kubeconfig.clone(), ns.clone()),
-            Kubelet::start(remote_cp.admin_kubeconfig.clone(), ns.clone()),
+            Kubelet::start(cp.admin_kubeconfig.clone(), ns.clone(), Duration::ZERO),
+            Kubelet::start(remote_cp.admin_kubeconfig.clone(), ns.clone(), Duration::ZERO),
         )
     });
     local.kube.create(plan);
@@ -540,14 +486,24 @@ async fn a_drill_shifts_once_the_survivors_are_ready_holds_and_fails_back_with_i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn survivors_whose_pods_never_become_ready_get_the_traffic_at_the_ready_timeout() {
-    // No kubelets: the raised Pods never become ready.
+    // No kubelets: the raised Pods never become ready. At most 5 workers per broker, and the
+    // remote cluster has 3 brokers of its own.
     let w = world_full(ControlPlane::shared_remote(), Routing::HttpRoute, false, |plan| {
         plan["spec"]["traffic"]["failover"]["survivorReadyTimeout"] = json!("4s");
+        plan["spec"]["workloads"]["maxWorkersPerBroker"] = json!(5);
     })
     .await;
+    w.remote.kube.create(support::deployment(w.ns(), "kafka-broker", 3));
     let op = start(&w).await;
     metrics(&w.exporter, 0.5, 0.05, 0.0);
     until("survivor asked", Duration::from_secs(20), &op, || w.remote_workers() == 21).await;
+    let remote_brokers = || {
+        w.remote
+            .kube
+            .get("apps/v1", "Deployment", Some(w.ns()), "kafka-broker")
+            .and_then(|d| d["spec"]["replicas"].as_u64())
+    };
+    until("survivor's brokers raised", Duration::from_secs(5), &op, || remote_brokers() == Some(5)).await;
     until("waiting in status", Duration::from_secs(5), &op, || {
         w.plan()["status"]["traffic"]["pendingShift"]["waitingFor"][0]
             .as_str()
@@ -570,6 +526,9 @@ async fn survivors_whose_pods_never_become_ready_get_the_traffic_at_the_ready_ti
     assert!(warning["note"].as_str().unwrap().contains("us 0/21 ready"), "{warning}");
     until("status", Duration::from_secs(5), &op, || w.plan()["status"]["traffic"]["lastShift"]["timedOut"] == true)
         .await;
+    let raised = w.events("SurvivorsScaled");
+    assert!(raised.iter().any(|e| e["note"].as_str().unwrap().contains("us 3→5 brokers")), "{raised:?}");
+    assert_eq!(remote_brokers(), Some(5), "21 workers need 5 brokers at 5 per broker");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

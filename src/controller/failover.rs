@@ -123,6 +123,8 @@ async fn evaluate(
 pub(crate) trait Actuator: Sync {
     /// Set cluster `cluster`'s workers to `to`.
     fn scale(&self, cluster: usize, to: u32) -> impl Future<Output = Result<(), TargetError>> + Send;
+    /// Set cluster `cluster`'s brokers to `to`.
+    fn scale_brokers(&self, cluster: usize, to: u32) -> impl Future<Output = Result<(), TargetError>> + Send;
     /// Set the route's weights.
     fn set_route(&self, weights: &[u32]) -> impl Future<Output = Result<(), RouterError>> + Send;
 }
@@ -141,6 +143,15 @@ impl Actuator for Clusters<'_> {
         // The decision only changes clusters whose workers were read, which needs a client.
         let Some(client) = self.clients.get(cluster).and_then(Option::as_ref) else { return Ok(()) };
         self.ctx.targets.write(client, self.scope.namespace, &workers_ref(self.scope.plan, spec), to).await
+    }
+
+    async fn scale_brokers(&self, cluster: usize, to: u32) -> Result<(), TargetError> {
+        // The decision only raises brokers it read, which needs a client.
+        let Some(client) = self.clients.get(cluster).and_then(Option::as_ref) else { return Ok(()) };
+        self.ctx
+            .targets
+            .write(client, self.scope.namespace, &self.scope.plan.spec.workloads.brokers.target_ref, to)
+            .await
     }
 
     async fn set_route(&self, weights: &[u32]) -> Result<(), RouterError> {
@@ -198,7 +209,15 @@ async fn fetch(ctx: &Context, scope: &Scope<'_>) -> Fetched {
             }
             _ => None,
         };
-        clusters.push(ClusterReading { health, reachable, workers, ready });
+        // Brokers in a remote cluster, where failover keeps the workers-per-broker bound (here,
+        // the plan's own scaling keeps it). A cluster without the brokers target has none to raise.
+        let brokers = match &client {
+            Some(c) if cluster.kubeconfig_secret_ref.is_some() && scope.policy.max_workers_per_broker.is_some() => {
+                ctx.targets.read(c, scope.namespace, &spec.workloads.brokers.target_ref).await.ok().map(|r| r.desired)
+            }
+            _ => None,
+        };
+        clusters.push(ClusterReading { health, reachable, workers, ready, brokers });
         clients.push(client);
     }
     let mut gates = Vec::new();
@@ -277,7 +296,20 @@ async fn apply(
             )),
         }
     }
-    if decision.route_from.is_some() && applied.raised.len() == decision.raises.len() {
+    for raise in &decision.broker_raises {
+        match actuator.scale_brokers(raise.cluster, raise.to).await {
+            Ok(()) => applied.brokers_raised.push(raise.cluster),
+            Err(e) => warnings.push(warning(
+                EventReason::SurvivorsNotScaled,
+                Some(name(raise.cluster)),
+                format!("cluster {} brokers: {e}; traffic not moved", name(raise.cluster)),
+            )),
+        }
+    }
+    if decision.route_from.is_some()
+        && applied.raised.len() == decision.raises.len()
+        && applied.brokers_raised.len() == decision.broker_raises.len()
+    {
         match actuator.set_route(&decision.weights).await {
             Ok(()) => applied.route = true,
             Err(e) => warnings.push(warning(EventReason::TrafficNotShifted, None, e.to_string())),
@@ -511,6 +543,10 @@ mod tests {
             Ok(())
         }
 
+        async fn scale_brokers(&self, _cluster: usize, _to: u32) -> Result<(), TargetError> {
+            Ok(())
+        }
+
         async fn set_route(&self, weights: &[u32]) -> Result<(), RouterError> {
             *self.route.lock().unwrap() = weights.to_vec();
             Ok(())
@@ -563,6 +599,7 @@ mod tests {
                             reachable: true,
                             workers: Some(workers[c]),
                             ready: None,
+                            brokers: None,
                         })
                         .collect(),
                     gates: row.gates.clone(),

@@ -150,8 +150,8 @@ mod tests {
         // It continues failing back from step 1, and the raised workers are restored from 12 later.
         let readings = FailoverReadings {
             clusters: vec![
-                ClusterReading { health: Some(0.05), reachable: true, workers: Some(12), ready: None },
-                ClusterReading { health: Some(0.05), reachable: true, workers: Some(21), ready: None },
+                ClusterReading { health: Some(0.05), reachable: true, workers: Some(12), ready: None, brokers: None },
+                ClusterReading { health: Some(0.05), reachable: true, workers: Some(21), ready: None, brokers: None },
             ],
             gates: vec![Some(0.0)],
             route: Some(vec![10, 90]),
@@ -191,7 +191,16 @@ mod tests {
         let mut memory = TrafficMemory::default();
         // A pathological history: 50 samples a second over a two-minute window, four clusters.
         let readings = FailoverReadings {
-            clusters: vec![ClusterReading { health: Some(0.05), reachable: true, workers: Some(12), ready: None }; 4],
+            clusters: vec![
+                ClusterReading {
+                    health: Some(0.05),
+                    reachable: true,
+                    workers: Some(12),
+                    ready: None,
+                    brokers: None
+                };
+                4
+            ],
             gates: vec![Some(0.0)],
             route: None,
             approvals: Vec::new(),

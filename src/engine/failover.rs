@@ -69,6 +69,9 @@ pub struct ClusterReading {
     /// Its workers target's ready replicas (`status.readyReplicas` of a Deployment or
     /// StatefulSet); None when the kind does not report readiness, which counts as ready.
     pub ready: Option<u32>,
+    /// Its brokers target's `spec.replicas`, read where failover keeps the workers-per-broker
+    /// bound (remote clusters with `maxWorkersPerBroker`); None: not read, or no brokers there.
+    pub brokers: Option<u32>,
 }
 
 /// Everything one failover evaluation reads.
@@ -169,6 +172,10 @@ pub struct FailoverDecision {
     pub route_from: Option<Vec<u32>>,
     /// Workers to raise before the route moves (survivors absorbing traffic).
     pub raises: Vec<WorkerChange>,
+    /// Brokers to raise with them, to keep `maxWorkersPerBroker` where the cluster's brokers
+    /// were read (`from`/`to` are brokers). Never lowered by failover: a broker removal moves
+    /// partitions, which only the plan's own gated scale-down does.
+    pub broker_raises: Vec<WorkerChange>,
     /// The survivors the route waits for (not ready yet, `survivorReadyTimeout` not passed);
     /// while any is listed, [`Self::route_from`] is None.
     pub not_ready: Vec<NotReady>,
@@ -191,6 +198,8 @@ pub struct FailoverDecision {
 pub struct Applied {
     /// Clusters whose raise was made.
     pub raised: Vec<usize>,
+    /// Clusters whose broker raise was made.
+    pub brokers_raised: Vec<usize>,
     /// Whether the route's weights were set.
     pub route: bool,
     /// Clusters whose restore was made.
@@ -207,6 +216,7 @@ impl Applied {
     pub fn everything(decision: &FailoverDecision) -> Self {
         Self {
             raised: decision.raises.iter().map(|r| r.cluster).collect(),
+            brokers_raised: decision.broker_raises.iter().map(|r| r.cluster).collect(),
             route: decision.route_from.is_some(),
             restored: decision.restores.iter().map(|r| r.cluster).collect(),
         }
@@ -248,6 +258,7 @@ pub fn decide(
     // Survivors first: raise whoever absorbs traffic before the route moves, and move it only
     // once they report the workers ready (or the timeout passed).
     let mut raises = Vec::new();
+    let mut broker_raises = Vec::new();
     let mut not_ready = Vec::new();
     let mut route_from = None;
     if let Some(from) = differs {
@@ -263,7 +274,18 @@ pub fn decide(
                 }
                 let base = next.raised_from[c].unwrap_or(now_workers);
                 let wanted = (f64::from(base) * factor - EPS).ceil().clamp(0.0, f64::from(u32::MAX)) as u32;
-                let needed = wanted.min(policy.workers.max);
+                let mut needed = wanted.min(policy.workers.max);
+                // Keep the workers-per-broker bound where this cluster's brokers were read: raise
+                // them with the workers, and cap the workers when the brokers are at their maximum.
+                if let (Some(per_broker), Some(brokers_now)) =
+                    (policy.max_workers_per_broker, readings.clusters.get(c).and_then(|r| r.brokers))
+                {
+                    let brokers_needed = needed.div_ceil(per_broker).clamp(policy.brokers.min, policy.brokers.max);
+                    needed = needed.min(brokers_needed.max(brokers_now).saturating_mul(per_broker)).max(now_workers);
+                    if brokers_needed > brokers_now {
+                        broker_raises.push(WorkerChange { cluster: c, from: brokers_now, to: brokers_needed });
+                    }
+                }
                 if needed > now_workers {
                     raises.push(WorkerChange { cluster: c, from: now_workers, to: needed });
                     next.raised_from[c].get_or_insert(now_workers);
@@ -349,6 +371,7 @@ pub fn decide(
         waiting: traffic.waiting,
         route_from,
         raises,
+        broker_raises,
         not_ready,
         drain_kept: traffic.drain_kept,
         drills: traffic.drills,
@@ -377,7 +400,7 @@ impl FailoverDecision {
             memory.all_healthy_since = None;
         }
         if let Some(shift) = &mut memory.shift {
-            if !applied.raised.is_empty() {
+            if !applied.raised.is_empty() || !applied.brokers_raised.is_empty() {
                 shift.survivors_asked.get_or_insert(self.time);
             }
             if applied.route {
@@ -398,7 +421,9 @@ impl FailoverDecision {
                 .collect::<Vec<_>>()
         };
         let mut events = Vec::new();
-        let raised = changes(&self.raises, &applied.raised);
+        let mut raised = changes(&self.raises, &applied.raised);
+        raised
+            .extend(changes(&self.broker_raises, &applied.brokers_raised).into_iter().map(|c| format!("{c} brokers")));
         if !raised.is_empty() {
             events.push(FailoverEvent::new(
                 EventReason::SurvivorsScaled,

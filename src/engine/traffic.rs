@@ -89,6 +89,10 @@ pub struct TrafficPolicy {
     pub prescale_survivors: bool,
     /// Bounds of every cluster's workers (the plan's `workloads.workers`).
     pub workers: super::Bounds,
+    /// Bounds of every cluster's brokers (the plan's `workloads.brokers`).
+    pub brokers: super::Bounds,
+    /// `workloads.maxWorkersPerBroker`: survivors' brokers are raised to keep it.
+    pub max_workers_per_broker: Option<u32>,
     /// Raised workers are restored once every cluster has been healthy this long, seconds (the
     /// plan's scale-down stabilization window).
     pub restore_after: f64,
@@ -387,6 +391,8 @@ impl TrafficPolicy {
                 .collect(),
             prescale_survivors: traffic.failover.prescale_survivors,
             workers: super::policy::workload_bounds(&spec.workloads.workers),
+            brokers: super::policy::workload_bounds(&spec.workloads.brokers),
+            max_workers_per_broker: spec.workloads.max_workers_per_broker.map(|k| k.clamp(1, 1000) as u32),
             restore_after: spec.scaling.scale_down.stabilization_window.as_secs_f64(),
             manual_approval: traffic.failback.approval == crate::crd::FailbackApproval::Manual,
             survivor_ready_timeout: traffic.failover.survivor_ready_timeout.as_secs_f64(),
@@ -873,6 +879,8 @@ pub(crate) fn example_policy(n: usize) -> TrafficPolicy {
         gates: vec![GatePolicy { name: "errors".into(), bound: 0.01, hold: 30.0 }],
         prescale_survivors: true,
         workers: super::Bounds { min: 2, max: 40 },
+        brokers: super::Bounds { min: 1, max: 12 },
+        max_workers_per_broker: None,
         restore_after: 300.0,
         manual_approval: false,
         survivor_ready_timeout: 120.0,

@@ -263,6 +263,7 @@ impl FailoverWorld {
                     reachable: true,
                     workers: Some(self.workers[c]),
                     ready: reports_ready.then_some(self.ready[c]),
+                    brokers: None,
                 })
                 .collect(),
             gates: row.gates.clone(),

@@ -347,6 +347,7 @@ impl Drop for Prometheus {
     }
 }
 pub mod control_plane;
+pub mod kubelet;
 pub mod operator;
 pub mod proxy;
 pub mod runtime;

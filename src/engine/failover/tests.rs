@@ -59,6 +59,8 @@ struct Inputs<'a> {
     ready_after: Option<f64>,
     /// Write the memory out and read it back (as status does) before the evaluation at this time.
     restart_at: Option<f64>,
+    /// Each cluster's brokers at the start, when they are read (None: not read).
+    brokers: Option<u32>,
 }
 
 impl<'a> Inputs<'a> {
@@ -72,6 +74,7 @@ impl<'a> Inputs<'a> {
             drain: &|_, _| false,
             ready_after: None,
             restart_at: None,
+            brokers: None,
         }
     }
 }
@@ -84,6 +87,7 @@ fn run_with(policy: &TrafficPolicy, secs: f64, inputs: &Inputs<'_>) -> Vec<Step>
     let mut world = World { workers: vec![12; n], route: crate::engine::traffic::normal_weights(policy) };
     // Per cluster: (when, workers asked for), to derive what is ready.
     let mut asked: Vec<Vec<(f64, u32)>> = vec![vec![(f64::NEG_INFINITY, 12)]; n];
+    let mut brokers: Vec<Option<u32>> = vec![inputs.brokers; n];
     let mut memory = TrafficMemory::default();
     let mut out = Vec::new();
     let mut t = 0.0;
@@ -105,6 +109,7 @@ fn run_with(policy: &TrafficPolicy, secs: f64, inputs: &Inputs<'_>) -> Vec<Step>
                     reachable: true,
                     workers: Some(world.workers[c]),
                     ready: ready(c),
+                    brokers: brokers[c],
                 })
                 .collect(),
             gates: vec![(inputs.gate)(t)],
@@ -125,7 +130,16 @@ fn run_with(policy: &TrafficPolicy, secs: f64, inputs: &Inputs<'_>) -> Vec<Step>
                 applied.raised.push(r.cluster);
             }
         }
-        if decision.route_from.is_some() && applied.raised.len() == decision.raises.len() {
+        for r in &decision.broker_raises {
+            if !(inputs.fails)(t, r.cluster) {
+                brokers[r.cluster] = Some(r.to);
+                applied.brokers_raised.push(r.cluster);
+            }
+        }
+        if decision.route_from.is_some()
+            && applied.raised.len() == decision.raises.len()
+            && applied.brokers_raised.len() == decision.broker_raises.len()
+        {
             world.route = decision.weights.clone();
             applied.route = true;
         }
@@ -244,8 +258,9 @@ fn nothing_applied_remembers_nothing_but_the_state_machine_advances() {
                     reachable: true,
                     workers: Some(12),
                     ready: None,
+                    brokers: None,
                 },
-                ClusterReading { health: Some(0.05), reachable: true, workers: Some(12), ready: None },
+                ClusterReading { health: Some(0.05), reachable: true, workers: Some(12), ready: None, brokers: None },
             ],
             gates: vec![Some(0.0)],
             route: Some(vec![50, 50]),
@@ -270,8 +285,8 @@ fn an_unreachable_survivor_is_neither_raised_nor_restored() {
     let memory = TrafficMemory::default();
     let readings = FailoverReadings {
         clusters: vec![
-            ClusterReading { health: None, reachable: false, workers: None, ready: None },
-            ClusterReading { health: Some(0.05), reachable: true, workers: None, ready: None },
+            ClusterReading { health: None, reachable: false, workers: None, ready: None, brokers: None },
+            ClusterReading { health: Some(0.05), reachable: true, workers: None, ready: None, brokers: None },
         ],
         gates: vec![Some(0.0)],
         route: Some(vec![50, 50]),
@@ -374,7 +389,7 @@ proptest! {
                 memory = serde_json::from_str(&text).unwrap();
             }
             let readings = FailoverReadings {
-                clusters: (0..n).map(|c| ClusterReading { health: history[i][c % 4], reachable: true, workers: Some(workers[c]), ready: None }).collect(),
+                clusters: (0..n).map(|c| ClusterReading { health: history[i][c % 4], reachable: true, workers: Some(workers[c]), ready: None, brokers: None }).collect(),
                 gates: vec![Some(if gate_bad[i % gate_bad.len()] { 0.5 } else { 0.0 })],
                 route: Some(route.clone()),
                 approvals: Vec::new(),
@@ -646,6 +661,39 @@ fn without_prescaling_or_readiness_the_route_moves_in_the_same_evaluation() {
     let p = TrafficPolicy { prescale_survivors: false, ..two_regions() };
     let trace = run_with(&p, 200.0, &Inputs { ready_after: Some(1e9), ..Inputs::new(&health, &gates_ok) });
     assert!(reasons(at(&trace, 130.0)).contains(&EventReason::TrafficShifted));
+}
+
+#[test]
+fn survivors_brokers_are_raised_with_their_workers_to_keep_the_workers_per_broker_bound() {
+    let health = |t: f64, c: usize| Some(if c == 0 && t >= 100.0 { 0.5 } else { 0.05 });
+    // 12 workers on 3 brokers, at most 5 workers per broker: 21 workers need 5 brokers.
+    let p = TrafficPolicy { max_workers_per_broker: Some(5), ..two_regions() };
+    let trace = run_with(&p, 200.0, &Inputs { brokers: Some(3), ..Inputs::new(&health, &gates_ok) });
+    let failover = at(&trace, 130.0);
+    assert_eq!(failover.decision.raises, [WorkerChange { cluster: 1, from: 12, to: 21 }]);
+    assert_eq!(failover.decision.broker_raises, [WorkerChange { cluster: 1, from: 3, to: 5 }]);
+    assert!(
+        failover.settled.events[0].note.contains("c1 12→21, c1 3→5 brokers"),
+        "{}",
+        failover.settled.events[0].note
+    );
+    assert!(trace.iter().filter(|s| s.t > 130.0).all(|s| s.decision.broker_raises.is_empty()), "raised once");
+    // Brokers at their maximum cap the workers at brokers × 5.
+    let p = TrafficPolicy {
+        max_workers_per_broker: Some(5),
+        brokers: crate::engine::Bounds { min: 1, max: 4 },
+        ..two_regions()
+    };
+    let trace = run_with(&p, 200.0, &Inputs { brokers: Some(3), ..Inputs::new(&health, &gates_ok) });
+    let failover = at(&trace, 130.0);
+    assert_eq!(failover.decision.raises, [WorkerChange { cluster: 1, from: 12, to: 20 }]);
+    assert_eq!(failover.decision.broker_raises, [WorkerChange { cluster: 1, from: 3, to: 4 }]);
+    // A broker raise that fails keeps the route where it is, as a worker raise does.
+    let fails = |t: f64, _: usize| t < 140.0;
+    let p = TrafficPolicy { max_workers_per_broker: Some(5), ..two_regions() };
+    let trace = run_with(&p, 200.0, &Inputs { brokers: Some(3), fails: &fails, ..Inputs::new(&health, &gates_ok) });
+    assert!(!reasons(at(&trace, 130.0)).contains(&EventReason::TrafficShifted));
+    assert!(reasons(at(&trace, 140.0)).contains(&EventReason::TrafficShifted));
 }
 
 #[test]
