@@ -752,6 +752,27 @@ fn a_drill_runs_the_failover_path_holds_fails_back_and_is_used_once() {
 }
 
 #[test]
+fn under_manual_approval_a_drill_waits_for_the_approval_like_a_real_failover() {
+    let p = manual_two_regions();
+    let drill = |t: f64, c: usize| c == 1 && (100.0..300.0).contains(&t);
+    let approve = |t: f64, c: usize| c == 1 && t >= 500.0;
+    let trace =
+        run_with(&p, 900.0, &Inputs { drill: &drill, approve: &approve, ..Inputs::new(&all_healthy, &gates_ok) });
+    assert_eq!(labels(at(&trace, 300.0)), ["FailbackAwaitingApproval(c1)"], "the hold ended, the approval is awaited");
+    assert!(
+        trace
+            .iter()
+            .filter(|s| (100.0..500.0).contains(&s.t))
+            .all(|s| matches!(s.decision.phases[1], ClusterPhase::Failed { .. }))
+    );
+    assert_eq!(
+        labels(at(&trace, 500.0))[..2],
+        ["FailbackApproved(c1)".to_string(), "ClusterRecovered(c1)".to_string()]
+    );
+    assert!(reasons(at(&trace, 740.0)).contains(&EventReason::DrillCompleted));
+}
+
+#[test]
 fn removing_the_drill_annotation_ends_the_hold_early() {
     let p = two_regions();
     let drill = |t: f64, c: usize| c == 1 && (100.0..300.0).contains(&t);
