@@ -36,7 +36,7 @@ use crate::plan::CompiledPlan;
 use crate::prometheus::PrometheusSource;
 use crate::telemetry::{ErrorLabels, Health, Metrics};
 
-pub use reconcile::reconcile;
+pub use reconcile::{FAILOVER_FLOOR_NOTE, reconcile};
 
 /// Settings of `run`.
 #[derive(Clone, Debug)]

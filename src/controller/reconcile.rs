@@ -195,7 +195,10 @@ async fn scale(
     memory.observe(policy, now, readings, current);
     memory.observe_gates(policy, now, gate_readings);
     memory.observe_brokers_running(brokers.running);
-    let decision = engine::decide(policy, &memory, now, current);
+    let mut decision = engine::decide(policy, &memory, now, current);
+    if let Some(floor) = failover_floor(plan, compiled, state, current) {
+        decision.hold_workers_at_least(policy, floor, FAILOVER_FLOOR_NOTE);
+    }
     tracing::debug!(action = %decision.action, reason = %decision.reason, "decided");
     let mut scaling = Scaling { decision, memory, scaled_at: None, apply_error: None };
     if !plan.spec.paused && scaling.decision.changes_replicas() && ctx.is_leader() {
@@ -206,6 +209,26 @@ async fn scale(
     }
     scaling.memory.record(policy, &scaling.decision, scaling.scaled_at.is_some());
     scaling
+}
+
+/// Why the plan's own scoring does not lower this cluster's workers during a failover.
+pub const FAILOVER_FLOOR_NOTE: &str = "failover raised them for the traffic this cluster absorbs; they follow the plan again once every cluster has been healthy for the scale-down stabilization window";
+
+/// While failover keeps this cluster's workers raised (survivors absorbing traffic), the
+/// workers it has now: the plan's own scoring reads metrics from before the traffic arrived
+/// and must not take them back (nor race the survivors getting ready).
+fn failover_floor(
+    plan: &FulfillmentPlan,
+    compiled: &CompiledPlan,
+    state: &mut PlanState,
+    current: Replicas,
+) -> Option<u32> {
+    let policy = compiled.traffic()?;
+    let local = policy.clusters.iter().position(|c| c.local)?;
+    if state.traffic.is_none() {
+        state.traffic = memory::traffic_from_status(plan.status.as_ref(), policy).ok().flatten();
+    }
+    state.traffic.as_ref()?.raised_from().get(local).copied().flatten().map(|_| current.workers)
 }
 
 /// Failover between clusters, for plans that have them: survivors first, then the route.

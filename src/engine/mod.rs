@@ -292,6 +292,37 @@ pub struct BrokerChange {
 }
 
 impl Decision {
+    /// Keep at least `floor` workers (never more than there are now): failover raised this
+    /// cluster's workers for traffic it absorbs, and the plan's own scoring, which reads metrics
+    /// from before that traffic arrives, must not take them back. Brokers keep the
+    /// workers-per-broker bound for the workers kept. `why` goes into [`Self::limited`].
+    pub fn hold_workers_at_least(&mut self, policy: &Policy, floor: u32, why: &str) {
+        let floor = floor.min(self.current.workers);
+        if self.desired.workers >= floor {
+            return;
+        }
+        self.desired.workers = floor;
+        if let Some(k) = policy.max_workers_per_broker {
+            let needed = policy.brokers.clamp(floor.div_ceil(k.max(1)));
+            self.desired.brokers = self.desired.brokers.max(needed);
+        }
+        let note = format!("workers held at {floor}: {why}");
+        self.limited = Some(match self.limited.take() {
+            Some(l) => format!("{l}; {note}"),
+            None => note.clone(),
+        });
+        let (now, wanted) = (self.current, self.desired);
+        self.action = if wanted.workers > now.workers || (wanted.workers == now.workers && wanted.brokers > now.brokers)
+        {
+            Action::ScaleUp
+        } else if wanted != now {
+            Action::ScaleDown
+        } else {
+            Action::Hold
+        };
+        self.reason = format!("{} Not applied to workers: {note}.", self.reason);
+    }
+
     /// Whether any replica count changes.
     pub fn changes_replicas(&self) -> bool {
         self.desired != self.current

@@ -918,3 +918,25 @@ fn a_scale_up_on_the_workers_own_dimensions_says_so() {
     assert!(up.reason.contains("the worker dimensions held above 1.10 (lag 1.30× over 3m)"), "{}", up.reason);
     assert!(!up.reason.contains("bytes-in"), "{}", up.reason);
 }
+
+#[test]
+fn workers_failover_raised_are_held_and_brokers_keep_their_bound() {
+    // Failover raised this cluster's workers to 30 for traffic that has not arrived yet: the
+    // plan's own scoring (load at a fifth of target) would bring them down at once.
+    let p = orders_policy();
+    let current = Replicas { brokers: 3, workers: 30 };
+    let ds = run(&p, current, 40, |_, cur| readings_at(&p, &[0.2, 0.2, 0.2], cur));
+    let mut down = first_action(&ds, Action::ScaleDown).expect("the plan alone scales down").clone();
+    assert!(down.desired.workers < 30);
+    let before = down.current;
+    down.hold_workers_at_least(&p, 30, "failover raised them");
+    assert_eq!(down.desired.workers, before.workers, "never below the raise");
+    assert!(down.desired.brokers >= 30u32.div_ceil(p.max_workers_per_broker.unwrap()), "{:?}", down.desired);
+    assert!(down.limited.as_deref().unwrap().contains("workers held at"), "{:?}", down.limited);
+    assert!(down.reason.contains("Not applied to workers: workers held at"), "{}", down.reason);
+    // A floor above what runs never raises workers.
+    let mut d = ds[0].clone();
+    let was = d.desired;
+    d.hold_workers_at_least(&p, d.current.workers + 10, "x");
+    assert!(d.desired.workers <= d.current.workers.max(was.workers));
+}

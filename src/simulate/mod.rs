@@ -386,12 +386,32 @@ pub fn replay(
         // A simulated target carries out every change at once.
         let observation =
             engine::Observation { readings: &readings, gates: &gates, brokers_running: Some(current.brokers) };
-        let decision = engine::step_observed(policy, &mut memory, t, &observation, current);
+        memory.observe(policy, t, observation.readings, current);
+        memory.observe_gates(policy, t, observation.gates);
+        memory.observe_brokers_running(observation.brokers_running);
+        let mut decision = engine::decide(policy, &memory, t, current);
+        // As the controller does: workers failover raised here stay while it keeps them raised.
+        if let (Some(tp), Some(world)) = (&policy.traffic, &failover_world)
+            && let Some(local) = tp.clusters.iter().position(|c| c.local)
+            && world.memory.raised_from().get(local).copied().flatten().is_some()
+        {
+            decision.hold_workers_at_least(policy, current.workers, crate::controller::FAILOVER_FLOOR_NOTE);
+        }
+        memory.record(policy, &decision, true);
         current = decision.desired;
         let traffic = match (&policy.traffic, &mut failover_world) {
             (Some(tp), Some(world)) => Some(world.step(tp, row, decision.desired.workers, t, &options)),
             _ => None,
         };
+        // A raise of this cluster's workers is what the plan's next evaluation reads (its own
+        // scale-down rules decide when they come down), as the controller's would.
+        if let (Some(tp), Some(step)) = (&policy.traffic, &traffic)
+            && let Some(local) = tp.clusters.iter().position(|c| c.local)
+            && let Some(raised) = step.survivors.get(local).copied()
+            && raised > current.workers
+        {
+            current.workers = raised;
+        }
         steps.push(ReplayStep { t, decision, traffic });
     }
     Ok(Replay {
