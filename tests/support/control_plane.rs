@@ -53,8 +53,9 @@ pub fn binary(name: &str) -> PathBuf {
     bin_dir().join(name)
 }
 
-/// A child that dies with the test process (`PR_SET_PDEATHSIG`) and is killed on drop.
-struct Proc {
+/// A child that dies with the test process (`PR_SET_PDEATHSIG`) and is killed on drop; its
+/// output goes to `<dir>/<name>.log`.
+pub struct Proc {
     name: &'static str,
     program: PathBuf,
     args: Vec<String>,
@@ -63,11 +64,13 @@ struct Proc {
 }
 
 impl Proc {
-    fn new(name: &'static str, program: PathBuf, args: Vec<String>, dir: &Path) -> Self {
+    /// A process to be started with [`Self::start`].
+    pub fn new(name: &'static str, program: PathBuf, args: Vec<String>, dir: &Path) -> Self {
         Self { name, program, args, log: dir.join(format!("{name}.log")), child: None }
     }
 
-    fn start(&mut self) {
+    /// Start it (appending to its log).
+    pub fn start(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         let mut command = Command::new(&self.program);
         command.args(&self.args).stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
@@ -83,11 +86,17 @@ impl Proc {
         self.child = Some(child);
     }
 
-    fn stop(&mut self) {
+    /// Kill it and wait for it.
+    pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Its log file.
+    pub fn log(&self) -> &Path {
+        &self.log
     }
 
     fn pid(&self) -> Option<u32> {
@@ -137,6 +146,19 @@ fn name(parts: &[(DnType, &str)]) -> DistinguishedName {
     dn
 }
 
+/// How to start a private control plane.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Front-proxy certificates for the aggregation layer, so that an extension API server
+    /// (prometheus-adapter, KEDA's metrics server) registered by an `APIService` can be reached
+    /// through the API server and trust who it says is calling.
+    pub aggregation: bool,
+}
+
+/// The common name of the front-proxy client certificate (the aggregator's identity towards
+/// extension API servers).
+pub const FRONT_PROXY_CLIENT: &str = "front-proxy-client";
+
 /// etcd + kube-apiserver + kube-controller-manager on loopback ports.
 pub struct ControlPlane {
     dir: tempfile::TempDir,
@@ -162,6 +184,11 @@ impl ControlPlane {
     /// Start a private control plane (torn down on drop) with the project's CRD installed by
     /// `kubectl apply -f crds/`.
     pub fn start() -> Self {
+        Self::start_with(Options::default())
+    }
+
+    /// [`Self::start`] with `options`.
+    pub fn start_with(options: Options) -> Self {
         let begun = Instant::now();
         let dir = tempfile::Builder::new().prefix("fo-control-plane-").tempdir().unwrap();
         let d = dir.path();
@@ -189,9 +216,32 @@ impl ControlPlane {
         for (file, pem) in &files {
             std::fs::write(d.join(file), pem).unwrap();
         }
+        let p = |f: &str| d.join(f).display().to_string();
+        let mut aggregation_args = Vec::new();
+        if options.aggregation {
+            // The front proxy: its own CA (as kubeadm makes it), so that no ordinary client
+            // certificate can pass for the aggregator.
+            let front_proxy = Pki::new();
+            let (cert, key) = front_proxy.issue(
+                &[],
+                &[(DnType::CommonName, FRONT_PROXY_CLIENT)],
+                ExtendedKeyUsagePurpose::ClientAuth,
+            );
+            std::fs::write(d.join("front-proxy-ca.crt"), &front_proxy.ca_pem).unwrap();
+            std::fs::write(d.join("front-proxy-client.crt"), cert).unwrap();
+            std::fs::write(d.join("front-proxy-client.key"), key).unwrap();
+            aggregation_args = vec![
+                format!("--requestheader-client-ca-file={}", p("front-proxy-ca.crt")),
+                format!("--requestheader-allowed-names={FRONT_PROXY_CLIENT}"),
+                "--requestheader-username-headers=X-Remote-User".to_string(),
+                "--requestheader-group-headers=X-Remote-Group".to_string(),
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-".to_string(),
+                format!("--proxy-client-cert-file={}", p("front-proxy-client.crt")),
+                format!("--proxy-client-key-file={}", p("front-proxy-client.key")),
+            ];
+        }
         let (etcd_port, peer_port, api_port) = (free_port(), free_port(), free_port());
         let url = format!("https://127.0.0.1:{api_port}");
-        let p = |f: &str| d.join(f).display().to_string();
         let etcd = Proc::new(
             "etcd",
             binary("etcd"),
@@ -211,7 +261,7 @@ impl ControlPlane {
         let apiserver = Proc::new(
             "kube-apiserver",
             binary("kube-apiserver"),
-            vec![
+            [
                 format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
                 format!("--cert-dir={}", p("cert-dir")),
                 format!("--tls-cert-file={}", p("apiserver.crt")),
@@ -228,7 +278,10 @@ impl ControlPlane {
                 format!("--service-account-signing-key-file={}", p("sa.key")),
                 "--allow-privileged=true".into(),
                 "--v=0".into(),
-            ],
+            ]
+            .into_iter()
+            .chain(aggregation_args)
+            .collect(),
             d,
         );
         let kubeconfig = admin_kubeconfig_yaml(&url, &pki.ca_pem, &admin_cert, &admin_key);

@@ -349,10 +349,12 @@ impl Drop for Prometheus {
 pub mod control_plane;
 pub mod kubelet;
 pub mod operator;
+pub mod peers;
 pub mod proxy;
 pub mod runtime;
 pub mod strimzi;
 pub mod tenant;
+pub mod versus;
 
 /// A CRD of our own with a `/scale` subresource, in the shape of Strimzi's `KafkaNodePool`
 /// (`spec.replicas`, `status.replicas`). No registry this project can reach serves Strimzi's own

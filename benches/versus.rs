@@ -1,0 +1,399 @@
+//! The operator against the real HorizontalPodAutoscaler on the same load, side by side.
+//!
+//! One control plane (etcd, kube-apiserver with the aggregation layer, kube-controller-manager
+//! with its HPA controller at a 1 s sync period), one real Prometheus scraping one exporter,
+//! prometheus-adapter serving `external.metrics.k8s.io` from that Prometheus. Per scenario
+//! (the shipped flash-sale and diurnal-day traces, compressed in time), a namespace with:
+//! - the operator (the real binary, installed by the chart) running `examples/orders-plan.yaml`
+//!   on its own workers and brokers Deployments;
+//! - an `autoscaling/v2` HPA on another workers Deployment, one External `AverageValue` metric
+//!   per plan dimension (target: the dimension's target), HPA default behavior.
+//!
+//! The load model (`tests/support/versus.rs`) replays the trace and publishes for each system
+//! what its own workers would report at the replica count the API server gives them. Every
+//! time in the plan and the HPA is divided by the compression factor: the plan's interval,
+//! windows and step periods, the HPA's stabilization window and policy periods (never below
+//! 1 s, the HPA's sync period and the plan's shortest interval).
+//!
+//! Then the same trace through `simulate --baseline hpa` (the library's replay of
+//! `Policy::hpa_baseline`), at the real HPA's period in trace time, against the real HPA's curve.
+//!
+//!     cargo bench --bench versus
+//!
+//! Builds prometheus-adapter on first use (`scripts/peers.sh build`). `VERSUS_FACTORS`
+//! (`flash-sale=15,diurnal-day=60`) sets the compression; `VERSUS_PLOT_DIR` (default
+//! `target/versus`) where the SVGs go. Not part of the test suite: a run takes the longest
+//! scenario's compressed length (24 min by default) plus about a minute of set-up.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use fulfillment_operator::duration::GoDuration;
+use fulfillment_operator::engine::{CapacityKind, Policy, Replicas, StepRules};
+use fulfillment_operator::simulate::{self, ReplayOptions, Trace};
+use plotters::prelude::*;
+use serde_json::{Value, json};
+use support::control_plane::{ControlPlane, Options};
+use support::operator::Operator;
+use support::peers::PrometheusAdapter;
+use support::tenant::{ChartOptions, Tenant};
+use support::versus::{self, Curve, Figures};
+
+const PLAN: &str = "examples/orders-plan.yaml";
+const SYSTEMS: [&str; 2] = ["operator", "hpa"];
+/// The HPA's defaults (autoscaling/v2): scale-down stabilization 300 s, policy period 15 s.
+const HPA_DOWN_WINDOW: f64 = 300.0;
+const HPA_PERIOD: f64 = 15.0;
+
+const ADAPTER_RULES: &str = "externalRules:
+- seriesQuery: 'versus_pod_sum'
+  resources:
+    namespaced: false
+  metricsQuery: 'sum(<<.Series>>{<<.LabelMatchers>>})'
+";
+
+struct Scenario {
+    name: String,
+    factor: f64,
+    trace: Trace,
+    tenant: Tenant,
+    _operator: Operator,
+    curves: [Curve; 2],
+    done: bool,
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn factors() -> Vec<(String, f64)> {
+    let text = std::env::var("VERSUS_FACTORS").unwrap_or_else(|_| "flash-sale=15,diurnal-day=60".into());
+    text.split(',')
+        .map(|part| {
+            let (name, f) =
+                part.split_once('=').unwrap_or_else(|| panic!("VERSUS_FACTORS: {part:?} is not NAME=FACTOR"));
+            let f: f64 = f.parse().unwrap_or_else(|_| panic!("VERSUS_FACTORS: {f:?} is not a number"));
+            assert!(f >= 1.0, "VERSUS_FACTORS: {name}'s factor must be at least 1");
+            (name.trim().to_string(), f)
+        })
+        .collect()
+}
+
+/// A Go duration divided by `factor`, in whole milliseconds, at least `floor` seconds unless 0.
+fn compress(text: &str, factor: f64, floor: f64) -> String {
+    let d: GoDuration = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
+    let secs = d.as_secs_f64();
+    if secs == 0.0 {
+        return "0s".into();
+    }
+    format!("{}ms", ((secs / factor).max(floor) * 1000.0).round() as u64)
+}
+
+/// The example plan for one scenario: its queries on the operator's own series, its workloads
+/// Deployments in `ns`, every time divided by `factor`.
+fn plan(ns: &str, scenario: &str, prometheus: &str, factor: f64) -> Value {
+    let text = std::fs::read_to_string(root().join(PLAN)).unwrap();
+    let mut plan: Value = serde_yaml::from_str(&text).unwrap();
+    plan["metadata"] = json!({"name": "orders", "namespace": ns});
+    let spec = &mut plan["spec"];
+    spec["prometheus"]["address"] = json!(prometheus);
+    spec["interval"] = json!(compress(spec["interval"].as_str().unwrap_or("15s"), factor, 1.0));
+    for role in ["brokers", "workers"] {
+        spec["workloads"][role]["targetRef"] =
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": format!("{role}-operator")});
+    }
+    for dim in spec["dimensions"].as_array_mut().unwrap() {
+        let name = dim["name"].as_str().unwrap().to_string();
+        let agg = if dim["kind"] == "Demand" { "sum" } else { "max" };
+        dim["query"] =
+            json!(format!("{agg}(versus_value{{scenario=\"{scenario}\",system=\"operator\",dimension=\"{name}\"}})"));
+        for key in ["for", "ceilingFor"] {
+            if let Some(d) = dim[key].as_str() {
+                dim[key] = json!(compress(d, factor, 0.0));
+            }
+        }
+    }
+    for dir in ["scaleUp", "scaleDown"] {
+        let rules = &mut spec["scaling"][dir];
+        if let Some(d) = rules["stabilizationWindow"].as_str() {
+            rules["stabilizationWindow"] = json!(compress(d, factor, 0.0));
+        }
+        if let Some(d) = rules["stepPeriod"].as_str() {
+            rules["stepPeriod"] = json!(compress(d, factor, 1.0));
+        }
+    }
+    plan
+}
+
+/// The HPA: one External AverageValue metric per plan dimension, HPA default behavior with its
+/// times divided by `factor`.
+fn hpa(ns: &str, scenario: &str, policy: &Policy, factor: f64) -> Value {
+    let period = (HPA_PERIOD / factor).round().max(1.0) as u64;
+    let window = (HPA_DOWN_WINDOW / factor).round() as u64;
+    let metrics: Vec<Value> = policy
+        .dimensions
+        .iter()
+        .map(|d| {
+            json!({"type": "External", "external": {
+                "metric": {"name": "versus_pod_sum", "selector": {"matchLabels": {"scenario": scenario, "system": "hpa", "dimension": d.name}}},
+                "target": {"type": "AverageValue", "averageValue": format!("{}m", (d.target * 1000.0).round() as u64)}}})
+        })
+        .collect();
+    json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "workers", "namespace": ns},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "workers-hpa"},
+                 "minReplicas": policy.workers.min, "maxReplicas": policy.workers.max, "metrics": metrics,
+                 "behavior": {
+                     "scaleUp": {"stabilizationWindowSeconds": 0, "selectPolicy": "Max", "policies": [
+                         {"type": "Percent", "value": 100, "periodSeconds": period}, {"type": "Pods", "value": 4, "periodSeconds": period}]},
+                     "scaleDown": {"stabilizationWindowSeconds": window, "selectPolicy": "Max", "policies": [
+                         {"type": "Percent", "value": 100, "periodSeconds": period}]}}}})
+}
+
+fn replicas(tenant: &Tenant, name: &str) -> u32 {
+    tenant.kube.get("apps/v1", "Deployment", Some(&tenant.ns), name).expect("the Deployment exists")["spec"]["replicas"]
+        .as_u64()
+        .unwrap_or(0) as u32
+}
+
+fn main() {
+    let compiled = fulfillment_operator::plan::CompiledPlan::new(
+        &fulfillment_operator::plan::load(&root().join(PLAN)).expect("the example plan loads"),
+    );
+    let policy = compiled.policy.clone();
+    let initial = policy.workers.min;
+    let exporter = support::Exporter::start();
+    let prometheus = support::Prometheus::scraping(&[exporter.target()]);
+    let begun = Instant::now();
+    let cp = ControlPlane::start_with(Options { aggregation: true });
+    let adapter = PrometheusAdapter::start(&cp, &prometheus.url(), ADAPTER_RULES);
+    let mut scenarios: Vec<Scenario> = factors()
+        .into_iter()
+        .map(|(name, factor)| {
+            let path = root().join(format!("examples/traces/{name}.csv"));
+            let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let trace = Trace::from_csv(std::io::BufReader::new(file), &policy).expect("the trace reads");
+            let tenant = Tenant::new(&cp, &name, ChartOptions::default());
+            let ns = tenant.ns.clone();
+            tenant.kube.create(support::deployment(&ns, "workers-operator", initial));
+            tenant.kube.create(support::deployment(&ns, "brokers-operator", policy.brokers.min));
+            tenant.kube.create(support::deployment(&ns, "workers-hpa", initial));
+            tenant.kube.create(hpa(&ns, &name, &policy, factor));
+            tenant.kube.create(plan(&ns, &name, &prometheus.url(), factor));
+            let operator = Operator::start(&tenant, "versus", &["--leader-election=false"]);
+            operator.wait_ready();
+            Scenario { name, factor, trace, tenant, _operator: operator, curves: Default::default(), done: false }
+        })
+        .collect();
+    // Publish the first row and wait until both systems read it: the HPA's metrics are active.
+    let publish = |scenarios: &[Scenario], at: &dyn Fn(&Scenario) -> f64, current: &[[u32; 2]]| {
+        let text: String = scenarios
+            .iter()
+            .zip(current)
+            .filter(|(s, _)| !s.done)
+            .map(|(s, r)| {
+                let row = s.trace.row_at(at(s));
+                versus::exposition(&s.name, &policy.dimensions, row, initial, &[(SYSTEMS[0], r[0]), (SYSTEMS[1], r[1])])
+            })
+            .collect();
+        exporter.set(&text);
+    };
+    publish(&scenarios, &|_| 0.0, &vec![[initial; 2]; scenarios.len()]);
+    for s in &scenarios {
+        support::wait_for(
+            &format!("the HPA in {} to read its metrics (adapter log:\n{})", s.tenant.ns, adapter.log()),
+            Duration::from_secs(120),
+            || {
+                let h =
+                    s.tenant.kube.get("autoscaling/v2", "HorizontalPodAutoscaler", Some(&s.tenant.ns), "workers")?;
+                let active = h["status"]["conditions"]
+                    .as_array()?
+                    .iter()
+                    .any(|c| c["type"] == "ScalingActive" && c["status"] == "True");
+                std::thread::sleep(Duration::from_millis(200));
+                active.then_some(())
+            },
+        );
+    }
+    eprintln!("set up in {:.0} s; replaying", begun.elapsed().as_secs_f64());
+    let start = Instant::now();
+    while scenarios.iter().any(|s| !s.done) {
+        let elapsed = start.elapsed().as_secs_f64();
+        let mut current = Vec::new();
+        for s in &mut scenarios {
+            let t = elapsed * s.factor;
+            let r = [replicas(&s.tenant, "workers-operator"), replicas(&s.tenant, "workers-hpa")];
+            if t > s.trace.duration() {
+                s.done = true;
+            } else {
+                for (curve, r) in s.curves.iter_mut().zip(r) {
+                    curve.push((t, r));
+                }
+            }
+            current.push(r);
+        }
+        publish(&scenarios, &|s| start.elapsed().as_secs_f64() * s.factor, &current);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!(
+        "\nThe operator (examples/orders-plan.yaml) vs the real HPA (kube-controller-manager v1.35.4, prometheus-adapter v0.12.0), on the same closed-loop load."
+    );
+    println!(
+        "Times are trace times; every window, period and interval of both systems divided by the compression factor.\n"
+    );
+    let plot_dir = std::env::var_os("VERSUS_PLOT_DIR").map_or_else(|| root().join("target/versus"), PathBuf::from);
+    std::fs::create_dir_all(&plot_dir).unwrap();
+    for s in &scenarios {
+        report(s, &policy, initial, &plot_dir);
+    }
+    drop(adapter);
+}
+
+fn report(s: &Scenario, policy: &Policy, initial: u32, plot_dir: &Path) {
+    let end = s.trace.duration();
+    let step = versus::load_step(&policy.dimensions, &s.trace.rows, initial, policy.tolerance);
+    let window = policy.scale_down.stabilization_secs.max(HPA_DOWN_WINDOW);
+    let yardstick =
+        versus::Yardstick { dims: &policy.dimensions, initial, tolerance: policy.tolerance, step, window_secs: window };
+    let figures = |curve: &Curve| versus::figures(curve, end, |t| s.trace.row_at(t), yardstick);
+    // `simulate --baseline hpa`, evaluating as often as the real HPA did in trace time.
+    let period = HPA_PERIOD.max(s.factor);
+    let mut baseline = policy.hpa_baseline();
+    baseline.interval_secs = period;
+    for rules in [&mut baseline.scale_up, &mut baseline.scale_down] {
+        *rules = StepRules { period_secs: period, ..*rules };
+    }
+    let options = ReplayOptions {
+        initial: Replicas { brokers: policy.brokers.min, workers: initial },
+        feedback: true,
+        max_evaluations: simulate::DEFAULT_MAX_EVALUATIONS,
+    };
+    let replay = simulate::replay("hpa", &baseline, policy, &s.trace, options).expect("the replay fits");
+    let simulated: Curve = replay.steps.iter().map(|st| (st.t, st.decision.desired.workers)).collect();
+    let rows: Vec<(&str, Figures)> = vec![
+        ("operator", figures(&s.curves[0])),
+        ("HPA (real)", figures(&s.curves[1])),
+        ("simulate --baseline hpa", figures(&simulated)),
+    ];
+    println!(
+        "## {} — {} of trace compressed {}× (to {}); the operator's interval and the HPA's sync: 1 s = {} s of trace; load step at {}",
+        s.name,
+        clock(end),
+        s.factor,
+        clock(end / s.factor),
+        s.factor,
+        step.map_or("none".into(), clock)
+    );
+    let dims: Vec<&str> = policy.dimensions.iter().map(|d| d.name.as_str()).collect();
+    println!(
+        "\n| system | worker replica-min | peak | {} | actions | load step → first scale-up | flaps |",
+        dims.iter().map(|d| format!("under-prov. min: {d}")).collect::<Vec<_>>().join(" | ")
+    );
+    println!("|---|---:|---:|{}---:|---:|---:|", "---:|".repeat(dims.len()));
+    for (name, f) in &rows {
+        println!(
+            "| {name} | {:.0} | {} | {} | {} | {} | {} |",
+            f.replica_minutes,
+            f.peak,
+            f.under_minutes.iter().map(|m| format!("{m:.1}")).collect::<Vec<_>>().join(" | "),
+            f.actions,
+            f.reaction_secs.map_or("—".into(), |r| format!("{r:.0} s")),
+            f.flaps
+        );
+    }
+    let (minutes, largest, when) = versus::gap(&s.curves[1], &simulated, end);
+    println!(
+        "\nFidelity of `simulate --baseline hpa` (evaluating every {period} s of trace) against the real HPA: \
+         replica-minutes real − simulated = {minutes:+.0} ({:+.1} %), largest pointwise gap {largest} workers at {}.\n",
+        100.0 * minutes / rows[2].1.replica_minutes.max(1.0),
+        clock(when)
+    );
+    let path = plot_dir.join(format!("{}.svg", s.name));
+    plot(&path, s, policy, initial, &simulated).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    println!("Plot: {}\n", path.display());
+}
+
+fn clock(secs: f64) -> String {
+    let s = secs.round() as u64;
+    format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+fn plot(
+    path: &Path,
+    s: &Scenario,
+    policy: &Policy,
+    initial: u32,
+    simulated: &Curve,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let root = SVGBackend::new(path, (1280, 640)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let end_min = s.trace.duration() / 60.0;
+    // Workers the load needs: the largest of the dimensions' needs at the recorded replicas.
+    let needed: Vec<(f64, f64)> = s
+        .trace
+        .rows
+        .iter()
+        .map(|row| {
+            let recorded = row.workers.unwrap_or(initial);
+            let need = policy
+                .dimensions
+                .iter()
+                .zip(&row.values)
+                .filter_map(|(d, v)| {
+                    let v = (*v)?;
+                    Some(match d.kind {
+                        CapacityKind::Demand => v / d.target,
+                        CapacityKind::Utilization => v * f64::from(recorded) / d.target,
+                    })
+                })
+                .fold(0.0, f64::max);
+            (row.t / 60.0, need)
+        })
+        .collect();
+    let top = needed
+        .iter()
+        .map(|p| p.1)
+        .chain(s.curves.iter().flatten().map(|c| f64::from(c.1)))
+        .fold(f64::from(policy.workers.max), f64::max)
+        * 1.05;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(format!("{} (compressed {}×): workers", s.name, s.factor), ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(48)
+        .build_cartesian_2d(0.0..end_min, 0.0..top)?;
+    chart.configure_mesh().x_desc("trace minutes").y_desc("workers").draw()?;
+    let grey = RGBColor(150, 150, 150);
+    chart
+        .draw_series(LineSeries::new(needed, grey.stroke_width(1)))?
+        .label("workers the load needs (largest dimension)")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], grey));
+    let stairs = |curve: &Curve| -> Vec<(f64, f64)> {
+        let mut out = Vec::new();
+        for (i, &(t, r)) in curve.iter().enumerate() {
+            if i > 0 {
+                out.push((t / 60.0, f64::from(curve[i - 1].1)));
+            }
+            out.push((t / 60.0, f64::from(r)));
+        }
+        out
+    };
+    let lines: [(&str, &Curve, RGBColor); 2] =
+        [("operator", &s.curves[0], RGBColor(31, 119, 180)), ("HPA (real)", &s.curves[1], RGBColor(214, 39, 40))];
+    for (label, curve, color) in lines {
+        chart
+            .draw_series(LineSeries::new(stairs(curve), color.stroke_width(2)))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+    }
+    let green = RGBColor(44, 160, 44);
+    chart
+        .draw_series(DashedLineSeries::new(stairs(simulated), 5, 4, green.stroke_width(1)))?
+        .label("simulate --baseline hpa")
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], green));
+    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+    root.present()?;
+    Ok(())
+}
