@@ -47,6 +47,9 @@ const SYSTEMS: [&str; 2] = ["operator", "hpa"];
 /// The HPA's defaults (autoscaling/v2): scale-down stabilization 300 s, policy period 15 s.
 const HPA_DOWN_WINDOW: f64 = 300.0;
 const HPA_PERIOD: f64 = 15.0;
+/// A load step is a breach (at the initial workers) held this long, seconds of trace; a shorter
+/// one is a spike.
+const STEP_HOLD: f64 = 300.0;
 
 const ADAPTER_RULES: &str = "externalRules:
 - seriesQuery: 'versus_pod_sum'
@@ -272,7 +275,7 @@ fn main() {
 
 fn report(s: &Scenario, policy: &Policy, initial: u32, plot_dir: &Path) {
     let end = s.trace.duration();
-    let step = versus::load_step(&policy.dimensions, &s.trace.rows, initial, policy.tolerance);
+    let step = versus::load_step(&policy.dimensions, &s.trace.rows, initial, policy.tolerance, STEP_HOLD);
     let window = policy.scale_down.stabilization_secs.max(HPA_DOWN_WINDOW);
     let yardstick =
         versus::Yardstick { dims: &policy.dimensions, initial, tolerance: policy.tolerance, step, window_secs: window };
@@ -309,7 +312,7 @@ fn report(s: &Scenario, policy: &Policy, initial: u32, plot_dir: &Path) {
         ("simulate (the plan)", figures(&simulated_plan)),
     ];
     println!(
-        "## {} — {} of trace compressed {}× (to {}); the operator's interval and the HPA's sync: 1 s = {} s of trace; load step at {}",
+        "## {} — {} of trace compressed {}× (to {}); the operator's interval and the HPA's sync: 1 s = {} s of trace; load step (a breach at the initial workers held 5 min) at {}",
         s.name,
         clock(end),
         s.factor,

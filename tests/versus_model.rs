@@ -66,11 +66,21 @@ fn each_system_gets_its_own_series_and_missing_cells_publish_nothing() {
 
 #[test]
 fn the_load_step_is_the_first_row_under_provisioned_at_the_initial_workers() {
-    let rows =
-        vec![row(0.0, Some(8400.0), Some(0.6)), row(10.0, Some(9300.0), Some(0.6)), row(20.0, Some(9400.0), None)];
-    // 9300 / (700 × 12) = 1.107 > 1.1 at 10 s.
-    assert_eq!(versus::load_step(&dims(), &rows, 12, 0.1), Some(10.0));
-    assert_eq!(versus::load_step(&dims(), &rows[..1], 12, 0.1), None);
+    let rows = vec![
+        row(0.0, Some(8400.0), Some(0.6)),
+        row(10.0, Some(9300.0), Some(0.6)),
+        row(20.0, Some(8400.0), Some(0.6)),
+        row(30.0, Some(9300.0), Some(0.6)),
+        row(40.0, Some(9400.0), None),
+        row(50.0, Some(8400.0), Some(0.9)),
+        row(60.0, Some(8400.0), Some(0.6)),
+    ];
+    // 9300 / (700 × 12) = 1.107 > 1.1 at 10 s, for one row only: a spike. From 30 s it holds
+    // for 20 s (business, then the utilization at 0.9 / 0.8 = 1.125).
+    assert_eq!(versus::load_step(&dims(), &rows, 12, 0.1, 0.0), Some(10.0));
+    assert_eq!(versus::load_step(&dims(), &rows, 12, 0.1, 15.0), Some(30.0));
+    assert_eq!(versus::load_step(&dims(), &rows, 12, 0.1, 25.0), None);
+    assert_eq!(versus::load_step(&dims(), &rows[..1], 12, 0.1, 0.0), None);
 }
 
 #[test]

@@ -91,17 +91,35 @@ pub struct Figures {
     pub peak: u32,
 }
 
-/// The load step: the first row time at which some dimension, at `initial` workers, is above
-/// its target × (1 + tolerance) — when a system that has not scaled is under-provisioned.
-pub fn load_step(dims: &[DimensionPolicy], rows: &[TraceRow], initial: u32, tolerance: f64) -> Option<f64> {
-    rows.iter()
-        .find(|row| {
-            let recorded = row.workers.unwrap_or(initial);
-            dims.iter()
-                .zip(&row.values)
-                .any(|(d, v)| v.is_some_and(|v| ratio(d, v, recorded, initial) > 1.0 + tolerance))
-        })
-        .map(|row| row.t)
+/// Whether a row, at `initial` workers, has some dimension above its target × (1 + tolerance).
+fn breached(dims: &[DimensionPolicy], row: &TraceRow, initial: u32, tolerance: f64) -> bool {
+    let recorded = row.workers.unwrap_or(initial);
+    dims.iter().zip(&row.values).any(|(d, v)| v.is_some_and(|v| ratio(d, v, recorded, initial) > 1.0 + tolerance))
+}
+
+/// The load step: the first row time from which, for at least `hold_secs`, some dimension at
+/// `initial` workers is above its target × (1 + tolerance) on every row — when a system that has
+/// not scaled is under-provisioned for good. A shorter spike is no step (the flash-sale trace
+/// opens with a one-minute burst the plan is meant to ride out).
+pub fn load_step(
+    dims: &[DimensionPolicy],
+    rows: &[TraceRow],
+    initial: u32,
+    tolerance: f64,
+    hold_secs: f64,
+) -> Option<f64> {
+    let mut since: Option<f64> = None;
+    for row in rows {
+        if breached(dims, row, initial, tolerance) {
+            let start = *since.get_or_insert(row.t);
+            if row.t - start >= hold_secs {
+                return Some(start);
+            }
+        } else {
+            since = None;
+        }
+    }
+    None
 }
 
 /// How a curve is judged.
