@@ -280,11 +280,7 @@ fn report(s: &Scenario, policy: &Policy, initial: u32, plot_dir: &Path) {
     let yardstick =
         versus::Yardstick { dims: &policy.dimensions, initial, tolerance: policy.tolerance, step, window_secs: window };
     let figures = |curve: &Curve| versus::figures(curve, end, |t| s.trace.row_at(t), yardstick);
-    let options = ReplayOptions {
-        initial: Replicas { brokers: policy.brokers.min, workers: initial },
-        feedback: true,
-        max_evaluations: simulate::DEFAULT_MAX_EVALUATIONS,
-    };
+    let options = ReplayOptions::new(Replicas { brokers: policy.brokers.min, workers: initial });
     // `simulate` evaluates as often as the real systems did in trace time (1 s × factor, and
     // never less often than the policy says), with step periods no shorter.
     let replayed = |label: &str, mut p: Policy, every: f64| -> Curve {

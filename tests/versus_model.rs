@@ -34,6 +34,8 @@ fn row(t: f64, business: Option<f64>, gpu: Option<f64>) -> TraceRow {
         health: vec![],
         gates: vec![],
         scale_down_gates: vec![],
+        drills: vec![],
+        drains: vec![],
     }
 }
 
