@@ -10,7 +10,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src benches \
  && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
- && for b in engine prometheus_visibility reaction footprint failover drill; do echo 'fn main() {}' > benches/$b.rs; done \
+ && for b in engine prometheus_visibility reaction footprint failover drill versus; do echo 'fn main() {}' > benches/$b.rs; done \
  && cargo build --release --locked --bin fulfillment-operator \
  && rm -rf src
 COPY src src
