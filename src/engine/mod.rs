@@ -504,7 +504,9 @@ impl Memory {
         if !now.is_finite() {
             return;
         }
-        self.recommendations.push_back(Recommendation { t: now, replicas: decision.recommended });
+        if policy.recommend_while_missing || decision.dimensions.iter().all(|b| b.missing.is_none()) {
+            self.recommendations.push_back(Recommendation { t: now, replicas: decision.recommended });
+        }
         if decision.not_applied.is_some()
             && let Some(change) = &mut self.broker_change
         {

@@ -166,6 +166,11 @@ pub struct Policy {
     pub activation: Option<ActivationPolicy>,
     /// Failover between clusters, for plans that have them.
     pub traffic: Option<super::traffic::TrafficPolicy>,
+    /// Whether an evaluation with a dimension missing leaves a recommendation for the
+    /// stabilization window (true for plans: holding through a gap is a recommendation). The
+    /// real HPA stores none when a metric fails, so after a gap it scales down to the highest
+    /// recommendation made *outside* the gap; its baseline does the same.
+    pub recommend_while_missing: bool,
 }
 
 fn replicas(n: i32) -> u32 {
@@ -274,6 +279,7 @@ impl Policy {
             broker_change_timeout_secs: w.broker_change_timeout.as_secs_f64().max(1.0),
             activation,
             traffic: super::traffic::TrafficPolicy::from_spec(spec),
+            recommend_while_missing: true,
         }
     }
 
@@ -306,6 +312,7 @@ impl Policy {
             broker_change_timeout_secs: f64::INFINITY,
             activation: None,
             traffic: self.traffic.clone(),
+            recommend_while_missing: false,
         }
     }
 

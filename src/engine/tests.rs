@@ -940,3 +940,31 @@ fn workers_failover_raised_are_held_and_brokers_keep_their_bound() {
     d.hold_workers_at_least(&p, d.current.workers + 10, "x");
     assert!(d.desired.workers <= d.current.workers.max(was.workers));
 }
+
+#[test]
+fn the_hpa_baseline_stores_no_recommendation_while_data_is_missing() {
+    // As the real HPA does (a failed metric stores no recommendation): high load scales up, low
+    // load follows for 5 minutes, then 3 minutes without data, then low load again. The window
+    // after the gap holds only the low recommendations from before it: scale down at once. A
+    // plan, which counts holding through the gap as a recommendation, waits a window more.
+    let plan = orders_policy();
+    let hpa = plan.hpa_baseline();
+    let values = |p: &Policy| {
+        let p = p.clone();
+        move |t: f64, cur: Replicas| {
+            if (600.0..780.0).contains(&t) {
+                vec![Reading::Missing(Missing::NoData); 3]
+            } else {
+                readings_at(&p, if t < 300.0 { &[2.0, 2.0, 2.0] } else { &[0.3, 0.3, 0.3] }, cur)
+            }
+        }
+    };
+    let first_down_after_gap = |p: &Policy| {
+        let ds = run(p, at_min(), 120, values(p));
+        assert!(ds.iter().any(|d| d.action == Action::ScaleUp), "the load scales up first");
+        ds.iter().find(|d| d.time >= 780.0 && d.action == Action::ScaleDown).map(|d| d.time)
+    };
+    assert_eq!(first_down_after_gap(&hpa), Some(780.0));
+    let with_gap_recorded = Policy { recommend_while_missing: true, ..hpa.clone() };
+    assert!(first_down_after_gap(&with_gap_recorded).is_some_and(|t| t >= 780.0 + 300.0 - INTERVAL));
+}
