@@ -149,6 +149,22 @@ pub enum Action {
     Fallback,
 }
 
+impl Action {
+    /// The action that takes `current` to `desired`: up when workers grow (or brokers grow with
+    /// workers unchanged), down when anything else changes, else hold.
+    pub fn between(current: Replicas, desired: Replicas) -> Self {
+        if desired.workers > current.workers
+            || (desired.workers == current.workers && desired.brokers > current.brokers)
+        {
+            Action::ScaleUp
+        } else if desired != current {
+            Action::ScaleDown
+        } else {
+            Action::Hold
+        }
+    }
+}
+
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -311,15 +327,7 @@ impl Decision {
             Some(l) => format!("{l}; {note}"),
             None => note.clone(),
         });
-        let (now, wanted) = (self.current, self.desired);
-        self.action = if wanted.workers > now.workers || (wanted.workers == now.workers && wanted.brokers > now.brokers)
-        {
-            Action::ScaleUp
-        } else if wanted != now {
-            Action::ScaleDown
-        } else {
-            Action::Hold
-        };
+        self.action = Action::between(self.current, self.desired);
         self.reason = format!("{} Not applied to workers: {note}.", self.reason);
     }
 
@@ -1049,15 +1057,7 @@ pub fn decide(policy: &Policy, memory: &Memory, now: f64, current: Replicas) -> 
     }
     d.desired = desired;
     d.limited = (!limits.is_empty()).then(|| limits.join("; "));
-    d.action = if desired.workers > current.workers
-        || (desired.workers == current.workers && desired.brokers > current.brokers)
-    {
-        Action::ScaleUp
-    } else if desired != current {
-        Action::ScaleDown
-    } else {
-        Action::Hold
-    };
+    d.action = Action::between(current, desired);
     d.reason = explain(
         policy,
         &d,

@@ -36,15 +36,7 @@ pub fn replay(policy: &Policy, trace: &Trace, options: ReplayOptions) -> Result<
         let next_row = trace.row_at(t + interval);
         let desired = if i + 1 < count { sized(policy, next_row, current, edge, options) } else { current };
         let dimensions = breakdown(policy, row, current, options);
-        let action = if desired.workers > current.workers
-            || (desired.workers == current.workers && desired.brokers > current.brokers)
-        {
-            Action::ScaleUp
-        } else if desired != current {
-            Action::ScaleDown
-        } else {
-            Action::Hold
-        };
+        let action = Action::between(current, desired);
         let decision = Decision {
             time: t,
             action,
