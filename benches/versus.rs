@@ -22,8 +22,9 @@
 //!
 //! Builds prometheus-adapter on first use (`scripts/peers.sh build`). `VERSUS_FACTORS`
 //! (`flash-sale=15,diurnal-day=60`) sets the compression; `VERSUS_PLOT_DIR` (default
-//! `target/versus`) where the SVGs go. Not part of the test suite: a run takes the longest
-//! scenario's compressed length (24 min by default) plus about a minute of set-up.
+//! `target/versus`) where the SVGs go. A run takes the longest scenario's compressed length
+//! (24 min by default) plus about a minute of set-up. Under `cargo test --all-targets` (no
+//! `--bench`) it is a smoke run: the flash sale alone, compressed 180×.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -73,7 +74,11 @@ fn root() -> PathBuf {
 }
 
 fn factors() -> Vec<(String, f64)> {
-    let text = std::env::var("VERSUS_FACTORS").unwrap_or_else(|_| "flash-sale=15,diurnal-day=60".into());
+    // `cargo test --all-targets` runs this without `--bench`: a smoke run of the flash sale alone,
+    // compressed 180× (a minute of replay), so the suite proves the set-up works end to end.
+    let default =
+        if std::env::args().any(|a| a == "--bench") { "flash-sale=15,diurnal-day=60" } else { "flash-sale=180" };
+    let text = std::env::var("VERSUS_FACTORS").unwrap_or_else(|_| default.into());
     text.split(',')
         .map(|part| {
             let (name, f) =
