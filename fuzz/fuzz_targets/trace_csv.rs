@@ -25,9 +25,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok(trace) = Trace::from_csv(csv, policy) else { return };
     let _ = trace.gaps(60.0);
     let options = ReplayOptions {
-        initial: Replicas { brokers: 3, workers: 12 },
         feedback: selector & 2 == 0,
         max_evaluations: 2_000,
+        survivor_ready_delay_secs: if selector & 4 == 0 { 0.0 } else { 45.0 },
+        ..ReplayOptions::new(Replicas { brokers: 3, workers: 12 })
     };
     if let Ok(replay) = simulate::replay("plan", policy, policy, &trace, options) {
         assert!(replay.steps.len() <= 2_000);
