@@ -308,6 +308,29 @@ pub struct BrokerChange {
 }
 
 impl Decision {
+    /// A decision at `time` that holds `current`, with no score, reason or limits yet: where
+    /// every decision starts.
+    pub fn holding(time: f64, current: Replicas, dimensions: Vec<DimensionBreakdown>) -> Self {
+        Self {
+            time,
+            action: Action::Hold,
+            current,
+            desired: current,
+            recommended: current,
+            score: None,
+            held_up: None,
+            held_down: None,
+            dimensions,
+            reason: String::new(),
+            limited: None,
+            ceilings: Vec::new(),
+            blocked: Vec::new(),
+            broker_change: None,
+            stuck_change: None,
+            not_applied: None,
+        }
+    }
+
     /// Keep at least `floor` workers (never more than there are now): failover raised this
     /// cluster's workers for traffic it absorbs, and the plan's own scoring, which reads metrics
     /// from before that traffic arrives, must not take them back. Brokers keep the
@@ -754,24 +777,7 @@ pub fn decide(policy: &Policy, memory: &Memory, now: f64, current: Replicas) -> 
     let held_down = combine(policy, &down_parts);
     let complete = missing_names.is_empty();
 
-    let mut d = Decision {
-        time: now,
-        action: Action::Hold,
-        current,
-        desired: current,
-        recommended: current,
-        score,
-        held_up,
-        held_down,
-        dimensions: breakdown,
-        reason: String::new(),
-        limited: None,
-        ceilings: Vec::new(),
-        blocked: Vec::new(),
-        broker_change: None,
-        stuck_change: None,
-        not_applied: None,
-    };
+    let mut d = Decision { score, held_up, held_down, ..Decision::holding(now, current, breakdown) };
 
     let missing_note = || d_missing(&missing_names, &policy.dimensions, memory);
 

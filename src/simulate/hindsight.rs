@@ -38,24 +38,13 @@ pub fn replay(policy: &Policy, trace: &Trace, options: ReplayOptions) -> Result<
         let dimensions = breakdown(policy, row, current, options);
         let action = Action::between(current, desired);
         let decision = Decision {
-            time: t,
             action,
-            current,
             desired,
             recommended: desired,
-            score: None,
-            held_up: None,
-            held_down: None,
-            dimensions,
             reason: format!(
                 "Hindsight: the fewest replicas that keep every dimension at or below {edge:.2}× its target at the next reading."
             ),
-            limited: None,
-            ceilings: Vec::new(),
-            blocked: Vec::new(),
-            broker_change: None,
-            stuck_change: None,
-            not_applied: None,
+            ..Decision::holding(t, current, dimensions)
         };
         steps.push(ReplayStep { t, decision, traffic: None });
         current = desired;
