@@ -1,30 +1,37 @@
-//! The operator against the real HorizontalPodAutoscaler on the same load, side by side.
+//! The operator against the real HorizontalPodAutoscaler and the real KEDA on the same load,
+//! side by side.
 //!
-//! One control plane (etcd, kube-apiserver with the aggregation layer, kube-controller-manager
-//! with its HPA controller at a 1 s sync period), one real Prometheus scraping one exporter,
-//! prometheus-adapter serving `external.metrics.k8s.io` from that Prometheus. Per scenario
-//! (the shipped flash-sale and diurnal-day traces, compressed in time), a namespace with:
+//! One real Prometheus scraping one exporter, and two control planes (etcd, kube-apiserver with
+//! the aggregation layer, kube-controller-manager with its HPA controller at a 1 s sync period):
+//! a cluster has one `v1beta1.external.metrics.k8s.io`, and prometheus-adapter holds it on the
+//! first, KEDA's metrics server on the second. Per scenario (the shipped flash-sale and
+//! diurnal-day traces, compressed in time), a namespace with:
 //! - the operator (the real binary, installed by the chart) running `examples/orders-plan.yaml`
 //!   on its own workers and brokers Deployments;
 //! - an `autoscaling/v2` HPA on another workers Deployment, one External `AverageValue` metric
-//!   per plan dimension (target: the dimension's target), HPA default behavior.
+//!   per plan dimension (target: the dimension's target), HPA default behavior;
+//! - on the second control plane, a KEDA `ScaledObject` on a third workers Deployment, one
+//!   `prometheus` trigger per plan dimension on the same series the HPA reads (threshold: the
+//!   dimension's target), the same bounds and behavior, KEDA's defaults otherwise.
 //!
 //! The load model (`tests/support/versus.rs`) replays the trace and publishes for each system
 //! what its own workers would report at the replica count the API server gives them. Every
-//! time in the plan and the HPA is divided by the compression factor: the plan's interval,
-//! windows and step periods, the HPA's stabilization window and policy periods (never below
-//! 1 s, the HPA's sync period and the plan's shortest interval).
+//! time in the plan, the HPA and KEDA is divided by the compression factor: the plan's interval,
+//! windows and step periods, the HPA's stabilization window and policy periods, KEDA's polling
+//! interval (never below 1 s, the HPA's sync period and the plan's shortest interval).
 //!
 //! Then the same trace through `simulate --baseline hpa` (the library's replay of
 //! `Policy::hpa_baseline`), at the real HPA's period in trace time, against the real HPA's curve.
 //!
 //!     cargo bench --bench versus
 //!
-//! Builds prometheus-adapter on first use (`scripts/peers.sh build`). `VERSUS_FACTORS`
-//! (`flash-sale=15,diurnal-day=60`) sets the compression; `VERSUS_PLOT_DIR` (default
-//! `target/versus`) where the SVGs go. A run takes the longest scenario's compressed length
-//! (24 min by default) plus about a minute of set-up. Under `cargo test --all-targets` (no
-//! `--bench`) it is a smoke run: the flash sale alone, compressed 180×.
+//! Builds prometheus-adapter and KEDA on first use (`scripts/peers.sh build-keda`).
+//! `VERSUS_FACTORS` (`flash-sale=15,diurnal-day=60`) sets the compression; `VERSUS_PLOT_DIR`
+//! (default `target/versus`) where the SVGs go. A run takes the longest scenario's compressed
+//! length (24 min by default) plus about a minute of set-up. Under `cargo test --all-targets` (no
+//! `--bench`) it is a smoke run: the flash sale alone, compressed 180×, the operator and the HPA
+//! only (it says so): KEDA's first build would add about ten minutes to the suite, and the
+//! benchmark covers it. `VERSUS_KEDA=1` puts KEDA in the smoke run too.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -39,15 +46,18 @@ use plotters::prelude::*;
 use serde_json::{Value, json};
 use support::control_plane::{ControlPlane, Options};
 use support::operator::Operator;
-use support::peers::PrometheusAdapter;
-use support::tenant::{ChartOptions, Tenant};
+use support::peers::{Keda, PrometheusAdapter};
+use support::tenant::{ChartOptions, Kube, Tenant};
 use support::versus::{self, Curve, Figures};
 
 const PLAN: &str = "examples/orders-plan.yaml";
-const SYSTEMS: [&str; 2] = ["operator", "hpa"];
+/// The systems, in the order of their curves: their series carry these `system` labels.
+const SYSTEMS: [&str; 3] = ["operator", "hpa", "keda"];
 /// The HPA's defaults (autoscaling/v2): scale-down stabilization 300 s, policy period 15 s.
 const HPA_DOWN_WINDOW: f64 = 300.0;
 const HPA_PERIOD: f64 = 15.0;
+/// KEDA's default polling interval (`ScaledObject.spec.pollingInterval`), seconds.
+const KEDA_POLLING: f64 = 30.0;
 /// A load step is a breach (at the initial workers) held this long, seconds of trace; a shorter
 /// one is a spike.
 const STEP_HOLD: f64 = 300.0;
@@ -65,8 +75,26 @@ struct Scenario {
     trace: Trace,
     tenant: Tenant,
     _operator: Operator,
-    curves: [Curve; 2],
+    /// One per system in use (the first [`Scenario::curves`]`.len()` of [`SYSTEMS`]).
+    curves: Vec<Curve>,
     done: bool,
+}
+
+/// KEDA's side: its own control plane, KEDA on it, a client.
+struct KedaSide {
+    keda: Keda,
+    kube: Kube,
+    // Last: stopped after KEDA.
+    _cp: ControlPlane,
+}
+
+fn is_bench() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
+/// KEDA runs in the benchmark, and in the smoke run when `VERSUS_KEDA=1`.
+fn with_keda() -> bool {
+    is_bench() || std::env::var("VERSUS_KEDA").is_ok_and(|v| v == "1")
 }
 
 fn root() -> PathBuf {
@@ -76,8 +104,7 @@ fn root() -> PathBuf {
 fn factors() -> Vec<(String, f64)> {
     // `cargo test --all-targets` runs this without `--bench`: a smoke run of the flash sale alone,
     // compressed 180× (a minute of replay), so the suite proves the set-up works end to end.
-    let default =
-        if std::env::args().any(|a| a == "--bench") { "flash-sale=15,diurnal-day=60" } else { "flash-sale=180" };
+    let default = if is_bench() { "flash-sale=15,diurnal-day=60" } else { "flash-sale=180" };
     let text = std::env::var("VERSUS_FACTORS").unwrap_or_else(|_| default.into());
     text.split(',')
         .map(|part| {
@@ -136,11 +163,48 @@ fn plan(ns: &str, scenario: &str, prometheus: &str, factor: f64) -> Value {
     plan
 }
 
+/// The HPA's default behavior (autoscaling/v2) with its times divided by `factor`: what both
+/// the HPA and KEDA's HPA get.
+fn hpa_behavior(factor: f64) -> Value {
+    let period = (HPA_PERIOD / factor).round().max(1.0) as u64;
+    let window = (HPA_DOWN_WINDOW / factor).round() as u64;
+    json!({
+        "scaleUp": {"stabilizationWindowSeconds": 0, "selectPolicy": "Max", "policies": [
+            {"type": "Percent", "value": 100, "periodSeconds": period}, {"type": "Pods", "value": 4, "periodSeconds": period}]},
+        "scaleDown": {"stabilizationWindowSeconds": window, "selectPolicy": "Max", "policies": [
+            {"type": "Percent", "value": 100, "periodSeconds": period}]}})
+}
+
+/// The series of one dimension for the HPA-style systems: the workers' per-pod values summed
+/// (what an External `AverageValue` target divides by the replicas).
+fn pod_sum_query(scenario: &str, system: &str, dimension: &str) -> String {
+    format!("sum(versus_pod_sum{{scenario=\"{scenario}\",system=\"{system}\",dimension=\"{dimension}\"}})")
+}
+
+/// KEDA's ScaledObject: one `prometheus` trigger per plan dimension on the sum the HPA reads,
+/// its threshold the dimension's target (an `AverageValue` target, KEDA's default), the HPA's
+/// bounds and behavior, the default polling interval divided by `factor`; the rest KEDA's
+/// defaults.
+fn scaled_object(ns: &str, scenario: &str, policy: &Policy, prometheus: &str, factor: f64) -> Value {
+    let triggers: Vec<Value> = policy
+        .dimensions
+        .iter()
+        .map(|d| {
+            json!({"type": "prometheus", "metadata": {
+                "serverAddress": prometheus, "query": pod_sum_query(scenario, "keda", &d.name), "threshold": d.target.to_string()}})
+        })
+        .collect();
+    json!({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {"name": "workers", "namespace": ns},
+        "spec": {"scaleTargetRef": {"name": "workers-keda"},
+                 "pollingInterval": (KEDA_POLLING / factor).round().max(1.0) as u64,
+                 "minReplicaCount": policy.workers.min, "maxReplicaCount": policy.workers.max,
+                 "advanced": {"horizontalPodAutoscalerConfig": {"behavior": hpa_behavior(factor)}},
+                 "triggers": triggers}})
+}
+
 /// The HPA: one External AverageValue metric per plan dimension, HPA default behavior with its
 /// times divided by `factor`.
 fn hpa(ns: &str, scenario: &str, policy: &Policy, factor: f64) -> Value {
-    let period = (HPA_PERIOD / factor).round().max(1.0) as u64;
-    let window = (HPA_DOWN_WINDOW / factor).round() as u64;
     let metrics: Vec<Value> = policy
         .dimensions
         .iter()
@@ -153,17 +217,30 @@ fn hpa(ns: &str, scenario: &str, policy: &Policy, factor: f64) -> Value {
     json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "workers", "namespace": ns},
         "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "workers-hpa"},
                  "minReplicas": policy.workers.min, "maxReplicas": policy.workers.max, "metrics": metrics,
-                 "behavior": {
-                     "scaleUp": {"stabilizationWindowSeconds": 0, "selectPolicy": "Max", "policies": [
-                         {"type": "Percent", "value": 100, "periodSeconds": period}, {"type": "Pods", "value": 4, "periodSeconds": period}]},
-                     "scaleDown": {"stabilizationWindowSeconds": window, "selectPolicy": "Max", "policies": [
-                         {"type": "Percent", "value": 100, "periodSeconds": period}]}}}})
+                 "behavior": hpa_behavior(factor)}})
 }
 
-fn replicas(tenant: &Tenant, name: &str) -> u32 {
-    tenant.kube.get("apps/v1", "Deployment", Some(&tenant.ns), name).expect("the Deployment exists")["spec"]["replicas"]
+fn replicas(kube: &Kube, ns: &str, name: &str) -> u32 {
+    kube.get("apps/v1", "Deployment", Some(ns), name).expect("the Deployment exists")["spec"]["replicas"]
         .as_u64()
         .unwrap_or(0) as u32
+}
+
+/// Wait until the HPA `name` in `ns` reads its metrics (`ScalingActive`).
+fn wait_active(kube: &Kube, ns: &str, name: &str, log: &dyn Fn() -> String) {
+    support::wait_for(
+        &format!("the HPA {ns}/{name} to read its metrics (log:\n{})", log()),
+        Duration::from_secs(120),
+        || {
+            let h = kube.get("autoscaling/v2", "HorizontalPodAutoscaler", Some(ns), name)?;
+            let active = h["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .any(|c| c["type"] == "ScalingActive" && c["status"] == "True");
+            std::thread::sleep(Duration::from_millis(200));
+            active.then_some(())
+        },
+    );
 }
 
 /// Build the control plane unless it is cached or named (one command on a fresh machine).
@@ -185,7 +262,13 @@ fn ensure_control_plane() {
 
 fn main() {
     ensure_control_plane();
-    support::peers::bin_dir();
+    let keda_on = with_keda();
+    if keda_on {
+        support::peers::keda_bin_dir();
+    } else {
+        support::peers::bin_dir();
+    }
+    let systems = &SYSTEMS[..if keda_on { 3 } else { 2 }];
     let compiled = fulfillment_operator::plan::CompiledPlan::new(
         &fulfillment_operator::plan::load(&root().join(PLAN)).expect("the example plan loads"),
     );
@@ -196,6 +279,12 @@ fn main() {
     let begun = Instant::now();
     let cp = ControlPlane::start_with(Options { aggregation: true });
     let adapter = PrometheusAdapter::start(&cp, &prometheus.url(), ADAPTER_RULES);
+    let keda_side = keda_on.then(|| {
+        let cp = ControlPlane::start_with(Options { aggregation: true });
+        let keda = Keda::start(&cp);
+        let kube = Kube::from_kubeconfig(&cp.admin_kubeconfig);
+        KedaSide { keda, kube, _cp: cp }
+    });
     let mut scenarios: Vec<Scenario> = factors()
         .into_iter()
         .map(|(name, factor)| {
@@ -209,40 +298,38 @@ fn main() {
             tenant.kube.create(support::deployment(&ns, "workers-hpa", initial));
             tenant.kube.create(hpa(&ns, &name, &policy, factor));
             tenant.kube.create(plan(&ns, &name, &prometheus.url(), factor));
+            if let Some(k) = &keda_side {
+                k.kube.create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
+                k.kube.create(support::deployment(&ns, "workers-keda", initial));
+                k.kube.create(scaled_object(&ns, &name, &policy, &prometheus.url(), factor));
+            }
             let operator = Operator::start(&tenant, "versus", &["--leader-election=false"]);
             operator.wait_ready();
-            Scenario { name, factor, trace, tenant, _operator: operator, curves: Default::default(), done: false }
+            let curves = vec![Curve::default(); systems.len()];
+            Scenario { name, factor, trace, tenant, _operator: operator, curves, done: false }
         })
         .collect();
-    // Publish the first row and wait until both systems read it: the HPA's metrics are active.
-    let publish = |scenarios: &[Scenario], at: &dyn Fn(&Scenario) -> f64, current: &[[u32; 2]]| {
+    // Publish the first row and wait until every system reads it: the HPAs' metrics are active.
+    let publish = |scenarios: &[Scenario], at: &dyn Fn(&Scenario) -> f64, current: &[Vec<u32>]| {
         let text: String = scenarios
             .iter()
             .zip(current)
             .filter(|(s, _)| !s.done)
             .map(|(s, r)| {
                 let row = s.trace.row_at(at(s));
-                versus::exposition(&s.name, &policy.dimensions, row, initial, &[(SYSTEMS[0], r[0]), (SYSTEMS[1], r[1])])
+                let reported: Vec<(&str, u32)> = systems.iter().copied().zip(r.iter().copied()).collect();
+                versus::exposition(&s.name, &policy.dimensions, row, initial, &reported)
             })
             .collect();
         exporter.set(&text);
     };
-    publish(&scenarios, &|_| 0.0, &vec![[initial; 2]; scenarios.len()]);
+    publish(&scenarios, &|_| 0.0, &vec![vec![initial; systems.len()]; scenarios.len()]);
     for s in &scenarios {
-        support::wait_for(
-            &format!("the HPA in {} to read its metrics (adapter log:\n{})", s.tenant.ns, adapter.log()),
-            Duration::from_secs(120),
-            || {
-                let h =
-                    s.tenant.kube.get("autoscaling/v2", "HorizontalPodAutoscaler", Some(&s.tenant.ns), "workers")?;
-                let active = h["status"]["conditions"]
-                    .as_array()?
-                    .iter()
-                    .any(|c| c["type"] == "ScalingActive" && c["status"] == "True");
-                std::thread::sleep(Duration::from_millis(200));
-                active.then_some(())
-            },
-        );
+        wait_active(&s.tenant.kube, &s.tenant.ns, "workers", &|| adapter.log());
+        if let Some(k) = &keda_side {
+            // KEDA names the HPA it makes for a ScaledObject `keda-hpa-<name>`.
+            wait_active(&k.kube, &s.tenant.ns, "keda-hpa-workers", &|| k.keda.log());
+        }
     }
     eprintln!("set up in {:.0} s; replaying", begun.elapsed().as_secs_f64());
     let start = Instant::now();
@@ -251,11 +338,17 @@ fn main() {
         let mut current = Vec::new();
         for s in &mut scenarios {
             let t = elapsed * s.factor;
-            let r = [replicas(&s.tenant, "workers-operator"), replicas(&s.tenant, "workers-hpa")];
+            let mut r = vec![
+                replicas(&s.tenant.kube, &s.tenant.ns, "workers-operator"),
+                replicas(&s.tenant.kube, &s.tenant.ns, "workers-hpa"),
+            ];
+            if let Some(k) = &keda_side {
+                r.push(replicas(&k.kube, &s.tenant.ns, "workers-keda"));
+            }
             if t > s.trace.duration() {
                 s.done = true;
             } else {
-                for (curve, r) in s.curves.iter_mut().zip(r) {
+                for (curve, &r) in s.curves.iter_mut().zip(&r) {
                     curve.push((t, r));
                 }
             }
@@ -264,18 +357,27 @@ fn main() {
         publish(&scenarios, &|s| start.elapsed().as_secs_f64() * s.factor, &current);
         std::thread::sleep(Duration::from_millis(100));
     }
+    let keda_text = if keda_on {
+        format!(" and the real KEDA ({}, on a second control plane)", support::peers::keda_version())
+    } else {
+        String::new()
+    };
     println!(
-        "\nThe operator (examples/orders-plan.yaml) vs the real HPA (kube-controller-manager v1.35.4, prometheus-adapter v0.12.0), on the same closed-loop load."
+        "\nThe operator (examples/orders-plan.yaml) vs the real HPA (kube-controller-manager v1.35.4, prometheus-adapter v0.12.0){keda_text}, on the same closed-loop load."
     );
     println!(
-        "Times are trace times; every window, period and interval of both systems divided by the compression factor.\n"
+        "Times are trace times; every window, period and interval of every system divided by the compression factor.\n"
     );
+    if !keda_on {
+        println!("This smoke run leaves KEDA out (`cargo bench --bench versus` runs it, or set VERSUS_KEDA=1).\n");
+    }
     let plot_dir = std::env::var_os("VERSUS_PLOT_DIR").map_or_else(|| root().join("target/versus"), PathBuf::from);
     std::fs::create_dir_all(&plot_dir).unwrap();
     for s in &scenarios {
         report(s, &policy, initial, &plot_dir);
     }
     drop(adapter);
+    drop(keda_side);
 }
 
 fn report(s: &Scenario, policy: &Policy, initial: u32, plot_dir: &Path) {
@@ -306,12 +408,18 @@ fn report(s: &Scenario, policy: &Policy, initial: u32, plot_dir: &Path) {
     let period = HPA_PERIOD.max(s.factor);
     let simulated = replayed("hpa", policy.hpa_baseline(), s.factor);
     let simulated_plan = replayed("plan", policy.clone(), s.factor);
-    let rows: Vec<(&str, Figures)> = vec![
-        ("operator", figures(&s.curves[0])),
-        ("HPA (real)", figures(&s.curves[1])),
-        ("simulate --baseline hpa", figures(&simulated)),
-        ("simulate (the plan)", figures(&simulated_plan)),
-    ];
+    let keda = s.curves.get(2);
+    let simulated_figures = figures(&simulated);
+    let simulated_plan_figures = figures(&simulated_plan);
+    let mut rows: Vec<(&str, &Figures)> = Vec::new();
+    let real: Vec<Figures> = s.curves.iter().map(figures).collect();
+    rows.push(("operator", &real[0]));
+    rows.push(("HPA (real)", &real[1]));
+    if let Some(k) = real.get(2) {
+        rows.push(("KEDA (real)", k));
+    }
+    rows.push(("simulate --baseline hpa", &simulated_figures));
+    rows.push(("simulate (the plan)", &simulated_plan_figures));
     println!(
         "## {} — {} of trace compressed {}× (to {}); the operator's interval and the HPA's sync: 1 s = {} s of trace; load step (a breach at the initial workers held 5 min) at {}",
         s.name,
@@ -342,22 +450,37 @@ fn report(s: &Scenario, policy: &Policy, initial: u32, plot_dir: &Path) {
     println!(
         "\nFidelity of `simulate --baseline hpa` (evaluating every {period} s of trace) against the real HPA: \
          replica-minutes real − simulated = {minutes:+.0} ({:+.1} %), largest pointwise gap {largest} workers at {}.\n",
-        100.0 * minutes / rows[2].1.replica_minutes.max(1.0),
+        100.0 * minutes / simulated_figures.replica_minutes.max(1.0),
         clock(when)
     );
+    if let Some(keda) = keda {
+        let (minutes, largest, when) = versus::gap(keda, &simulated, end);
+        println!(
+            "The same against the real KEDA: replica-minutes real − simulated = {minutes:+.0} ({:+.1} %), largest pointwise gap {largest} workers at {}.\n",
+            100.0 * minutes / simulated_figures.replica_minutes.max(1.0),
+            clock(when)
+        );
+        let (minutes, largest, when) = versus::gap(keda, &s.curves[1], end);
+        println!(
+            "KEDA against the HPA: replica-minutes KEDA − HPA = {minutes:+.0} ({:+.1} %), largest pointwise gap {largest} workers at {}.\n",
+            100.0 * minutes / real[1].replica_minutes.max(1.0),
+            clock(when)
+        );
+    }
     let (minutes, largest, when) = versus::gap(&s.curves[0], &simulated_plan, end);
     println!(
         "Fidelity of `simulate` (the plan) against the operator: replica-minutes real − simulated = {minutes:+.0} ({:+.1} %), \
          largest pointwise gap {largest} workers at {}.\n",
-        100.0 * minutes / rows[3].1.replica_minutes.max(1.0),
+        100.0 * minutes / simulated_plan_figures.replica_minutes.max(1.0),
         clock(when)
     );
     let csv = plot_dir.join(format!("{}.csv", s.name));
-    let mut text = String::from("t,operator,hpa,simulate_hpa,simulate_plan\n");
+    let mut text = String::from("t,operator,hpa,keda,simulate_hpa,simulate_plan\n");
     for &(t, hpa) in &s.curves[1] {
         let (op, sim, sim_plan) =
             (versus::at(&s.curves[0], t), versus::at(&simulated, t), versus::at(&simulated_plan, t));
-        text.push_str(&format!("{t:.1},{op},{hpa},{sim},{sim_plan}\n"));
+        let keda = keda.map_or(String::new(), |k| versus::at(k, t).to_string());
+        text.push_str(&format!("{t:.1},{op},{hpa},{keda},{sim},{sim_plan}\n"));
     }
     std::fs::write(&csv, text).unwrap_or_else(|e| panic!("{}: {e}", csv.display()));
     let path = plot_dir.join(format!("{}.svg", s.name));
@@ -430,9 +553,12 @@ fn plot(
         }
         out
     };
-    let lines: [(&str, &Curve, RGBColor); 2] =
-        [("operator", &s.curves[0], RGBColor(31, 119, 180)), ("HPA (real)", &s.curves[1], RGBColor(214, 39, 40))];
-    for (label, curve, color) in lines {
+    let labels = [
+        ("operator", RGBColor(31, 119, 180)),
+        ("HPA (real)", RGBColor(214, 39, 40)),
+        ("KEDA (real)", RGBColor(255, 127, 14)),
+    ];
+    for ((label, color), curve) in labels.into_iter().zip(&s.curves) {
         chart
             .draw_series(LineSeries::new(stairs(curve), color.stroke_width(2)))?
             .label(label)

@@ -10,6 +10,7 @@
 #
 # Usage: scripts/peers.sh build        build prometheus-adapter if the cache lacks it, print the bin dir
 #        scripts/peers.sh build-keda   the same for KEDA's operator and metrics API server
+#        scripts/peers.sh keda-crds    print the directory of KEDA's CRDs (from its Go module)
 #        scripts/peers.sh path         print the bin directory (exit 1 if prometheus-adapter is missing)
 #
 # Builds run with `nice -n 10` and GOFLAGS=-p=1 unless GOFLAGS is set: the project's machines
@@ -60,17 +61,35 @@ build_keda() {
   [ -x "$BIN/keda" ] && [ -x "$BIN/keda-adapter" ] && return 0
   need_go
   mkdir -p "$BIN"
-  local start=$SECONDS
+  local start=$SECONDS src work
   echo "==> building keda $KEDA_VERSION (operator and metrics API server)" >&2
-  go_build "github.com/kedacore/keda/v2@$KEDA_VERSION" github.com/kedacore/keda/v2/cmd/operator "$BIN/keda.tmp"
-  go_build "github.com/kedacore/keda/v2@$KEDA_VERSION" github.com/kedacore/keda/v2/cmd/adapter "$BIN/keda-adapter.tmp"
+  # Inside a copy of KEDA's own module, not a wrapper: its go.mod has a `replace` that a wrapper
+  # module would ignore.
+  src="$(go mod download -json "github.com/kedacore/keda/v2@$KEDA_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+  [ -d "$src" ] || { echo "error: could not download github.com/kedacore/keda/v2@$KEDA_VERSION" >&2; exit 2; }
+  work="$(mktemp -d)"
+  cp -r "$src/." "$work" && chmod -R u+w "$work"
+  (
+    cd "$work"
+    CGO_ENABLED=0 nice -n 10 go build -trimpath -ldflags "-s -w" -o "$BIN/keda.tmp" ./cmd/operator
+    CGO_ENABLED=0 nice -n 10 go build -trimpath -ldflags "-s -w" -o "$BIN/keda-adapter.tmp" ./cmd/adapter
+  ) >&2
+  rm -rf "$work"
   mv "$BIN/keda.tmp" "$BIN/keda" && mv "$BIN/keda-adapter.tmp" "$BIN/keda-adapter"
   echo "==> keda built in $((SECONDS - start)) s" >&2
+}
+
+# keda_crds: the directory holding KEDA's CRDs, from the same module (never copied into the repo).
+keda_crds() {
+  local src
+  src="$(go mod download -json "github.com/kedacore/keda/v2@$KEDA_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+  [ -d "$src/config/crd/bases" ] && echo "$src/config/crd/bases"
 }
 
 case "${1:-build}" in
   build) build_adapter; echo "$BIN" ;;
   build-keda) build_adapter; build_keda; echo "$BIN" ;;
+  keda-crds) need_go; keda_crds ;;
   path) [ -x "$BIN/prometheus-adapter" ] && echo "$BIN" ;;
-  *) echo "usage: $0 build|build-keda|path" >&2; exit 2 ;;
+  *) echo "usage: $0 build|build-keda|keda-crds|path" >&2; exit 2 ;;
 esac

@@ -59,6 +59,7 @@ pub struct Proc {
     name: &'static str,
     program: PathBuf,
     args: Vec<String>,
+    envs: Vec<(String, String)>,
     log: PathBuf,
     child: Option<Child>,
 }
@@ -66,14 +67,25 @@ pub struct Proc {
 impl Proc {
     /// A process to be started with [`Self::start`].
     pub fn new(name: &'static str, program: PathBuf, args: Vec<String>, dir: &Path) -> Self {
-        Self { name, program, args, log: dir.join(format!("{name}.log")), child: None }
+        Self { name, program, args, envs: Vec::new(), log: dir.join(format!("{name}.log")), child: None }
+    }
+
+    /// The same, with `key=value` added to its environment.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.envs.push((key.into(), value.into()));
+        self
     }
 
     /// Start it (appending to its log).
     pub fn start(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         let mut command = Command::new(&self.program);
-        command.args(&self.args).stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
+        command
+            .args(&self.args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
         // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
         unsafe {
             command.pre_exec(|| {
@@ -129,10 +141,21 @@ impl Pki {
 
     /// A certificate signed by the CA: (certificate PEM, key PEM).
     pub fn issue(&self, sans: &[&str], dn: &[(DnType, &str)], usage: ExtendedKeyUsagePurpose) -> (String, String) {
+        self.issue_for(sans, dn, &[usage])
+    }
+
+    /// [`Self::issue`] with several extended key usages (a certificate that both serves and
+    /// authenticates as a client, as KEDA's shared `kedaorg-certs` does).
+    pub fn issue_for(
+        &self,
+        sans: &[&str],
+        dn: &[(DnType, &str)],
+        usages: &[ExtendedKeyUsagePurpose],
+    ) -> (String, String) {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
         params.distinguished_name = name(dn);
-        params.extended_key_usages = vec![usage];
+        params.extended_key_usages = usages.to_vec();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         (cert.pem(), key.serialize_pem())
     }
