@@ -24,10 +24,10 @@ mod support;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
+use support::checkout::{Checkout, ms, report};
 use support::control_plane::ControlPlane;
 use support::kubelet::Kubelet;
 use support::operator::Operator;
-use support::tenant::{ChartOptions, Remote, Tenant};
 
 #[tokio::main]
 async fn main() {
@@ -37,50 +37,12 @@ async fn main() {
     let exporter = support::Exporter::start();
     exporter.set("orders_per_minute 8400\netcd_p99{cluster=\"eu\"} 0.05\netcd_p99{cluster=\"us\"} 0.05\n");
     let prometheus = support::Prometheus::scraping(&[exporter.target()]);
-    let cp = ControlPlane::shared();
-    support::ensure_crd(cp, &support::gateway_api_crd("httproutes"));
-    let local = Tenant::new(cp, "drill-bench", ChartOptions { routers: true, ..Default::default() });
-    let ns = local.ns.clone();
-    let remote_cp = ControlPlane::shared_remote();
-    let remote = Remote::new(remote_cp, &ns);
-    local.kube.create(support::deployment(&ns, "checkout-worker", 12));
-    local.kube.create(support::deployment(&ns, "kafka-broker", 12));
-    remote.kube.create(support::deployment(&ns, "checkout-worker", 12));
-    local.kube.create(support::kubeconfig_secret(&ns, "us-kubeconfig", &remote.kubeconfig_yaml));
-    local.kube.create(json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "checkout", "namespace": ns},
-        "spec": {"rules": [{"backendRefs": [{"name": "checkout-eu", "port": 80, "weight": 50}, {"name": "checkout-us", "port": 80, "weight": 50}]}]}}));
-    let _local_kubelet = Kubelet::start(cp.admin_kubeconfig.clone(), ns.clone(), Duration::ZERO);
-    let _remote_kubelet = Kubelet::start(remote_cp.admin_kubeconfig.clone(), ns.clone(), start_up);
-    local.kube.create(json!({
-        "apiVersion": "fulfillment.dev/v1alpha1", "kind": "FulfillmentPlan", "metadata": {"name": "checkout", "namespace": ns},
-        "spec": {
-            "prometheus": {"address": prometheus.url()}, "interval": "1s",
-            "workloads": {"brokers": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "kafka-broker"}, "minReplicas": 12, "maxReplicas": 12},
-                          "workers": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "checkout-worker"}, "minReplicas": 12, "maxReplicas": 60}},
-            "dimensions": [{"name": "business", "kind": "Demand", "weight": 1, "target": 700, "query": "sum(orders_per_minute)"}],
-            "scaling": {"scaleDown": {"stabilizationWindow": "1s", "maxStepPercent": 100, "stepPeriod": "1s"}},
-            "clusters": [
-                {"name": "eu", "weight": 50, "backend": "checkout-eu", "health": {"query": "max(etcd_p99{cluster=\"eu\"})", "threshold": 0.2, "for": "2s"}},
-                {"name": "us", "weight": 50, "backend": "checkout-us", "kubeconfigSecretRef": {"name": "us-kubeconfig", "key": "kubeconfig"},
-                 "health": {"query": "max(etcd_p99{cluster=\"us\"})", "threshold": 0.2, "for": "2s"}}],
-            "traffic": {"router": {"httpRoute": {"name": "checkout"}}, "failover": {"survivorReadyTimeout": "5m"},
-                        "failback": {"holdDown": "1s", "steps": [100], "stepInterval": "1s"}}
-        }}));
-    let op = Operator::start(&local, "bench", &["--leader-election=false"]);
+    let set_up = Checkout::set_up("drill-bench", &prometheus.url(), json!({"survivorReadyTimeout": "5m"}));
+    let (local, ns) = (&set_up.local, &set_up.ns);
+    let _local_kubelet = Kubelet::start(ControlPlane::shared().admin_kubeconfig.clone(), ns.clone(), Duration::ZERO);
+    let _remote_kubelet = Kubelet::start(ControlPlane::shared_remote().admin_kubeconfig.clone(), ns.clone(), start_up);
+    let op = Operator::start(local, "bench", &["--leader-election=false"]);
     op.wait_ready();
-    let route = || -> Vec<u64> {
-        local.kube.get("gateway.networking.k8s.io/v1", "HTTPRoute", Some(&ns), "checkout").unwrap()["spec"]["rules"][0]
-            ["backendRefs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|b| b["weight"].as_u64().unwrap_or(0))
-            .collect()
-    };
-    let remote_workers = || {
-        let d = remote.kube.get("apps/v1", "Deployment", Some(&ns), "checkout-worker").unwrap();
-        (d["spec"]["replicas"].as_u64().unwrap_or(0), d["status"]["readyReplicas"].as_u64().unwrap_or(0))
-    };
     let quiet = |p: Option<&serde_json::Value>| {
         p.is_some_and(|p| {
             p["status"]["traffic"]["clusters"].as_array().is_some_and(|cs| {
@@ -92,14 +54,10 @@ async fn main() {
         local.kube.merge_patch(
             "fulfillment.dev/v1alpha1",
             "FulfillmentPlan",
-            Some(&ns),
+            Some(ns),
             "checkout",
             json!({"metadata": {"annotations": {"fulfillment.dev/drill": value}}}),
         );
-    };
-    let ms = |later: SystemTime, earlier: SystemTime| match later.duration_since(earlier) {
-        Ok(d) => d.as_secs_f64() * 1000.0,
-        Err(e) => -e.duration().as_secs_f64() * 1000.0,
     };
     let (mut total, mut noticed, mut asked, mut workload, mut after_ready) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -107,8 +65,8 @@ async fn main() {
         // Back to normal: no drill, the normal split, the survivor restored and ready.
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
-            let plan = local.kube.get("fulfillment.dev/v1alpha1", "FulfillmentPlan", Some(&ns), "checkout");
-            if quiet(plan.as_ref()) && route() == [50, 50] && remote_workers() == (12, 12) {
+            let plan = local.kube.get("fulfillment.dev/v1alpha1", "FulfillmentPlan", Some(ns), "checkout");
+            if quiet(plan.as_ref()) && set_up.route() == [50, 50] && set_up.remote_workers() == (12, 12) {
                 break;
             }
             assert!(Instant::now() < deadline, "trial {trial}: not back to normal\n{}", op.log());
@@ -120,7 +78,7 @@ async fn main() {
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut ready_at = None;
         let shifted = loop {
-            if ready_at.is_none() && remote_workers().1 >= 21 {
+            if ready_at.is_none() && set_up.remote_workers().1 >= 21 {
                 ready_at = Some(SystemTime::now());
             }
             let patch = local.proxy.requests().into_iter().find(|r| {
@@ -136,7 +94,8 @@ async fn main() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
         let ready = ready_at.unwrap_or(shifted);
-        let scaled = remote
+        let scaled = set_up
+            .remote
             .proxy
             .requests()
             .into_iter()
@@ -159,11 +118,6 @@ async fn main() {
         after_ready.push(ms(shifted, ready));
         annotate(None);
     }
-    let report = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        let pct = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
-        format!("p50 {:.0} ms, p99 {:.0} ms, min {:.0} ms, max {:.0} ms", pct(0.5), pct(0.99), v[0], v[v.len() - 1])
-    };
     println!(
         "drill: annotation written → route moved with ready survivors ({} trials, 1 s interval, survivor 12 → 21 workers, stand-in start-up {} ms, real kube-apiserver and controllers): {}",
         total.len(),

@@ -19,9 +19,8 @@ mod support;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
-use support::control_plane::ControlPlane;
+use support::checkout::{Checkout, ms, report};
 use support::operator::Operator;
-use support::tenant::{ChartOptions, Remote, Tenant};
 
 fn exposition(eu: f64) -> String {
     format!("orders_per_minute 8400\netcd_p99{{cluster=\"eu\"}} {eu}\netcd_p99{{cluster=\"us\"}} 0.05\n")
@@ -33,51 +32,13 @@ async fn main() {
     let exporter = support::Exporter::start();
     exporter.set(&exposition(0.05));
     let prometheus = support::Prometheus::scraping(&[exporter.target()]);
-    let cp = ControlPlane::shared();
-    support::ensure_crd(cp, &support::gateway_api_crd("httproutes"));
-    let local = Tenant::new(cp, "failover-bench", ChartOptions { routers: true, ..Default::default() });
-    let ns = local.ns.clone();
-    let remote = Remote::new(ControlPlane::shared_remote(), &ns);
-    local.kube.create(support::deployment(&ns, "checkout-worker", 12));
-    local.kube.create(support::deployment(&ns, "kafka-broker", 12));
-    remote.kube.create(support::deployment(&ns, "checkout-worker", 12));
-    local.kube.create(support::kubeconfig_secret(&ns, "us-kubeconfig", &remote.kubeconfig_yaml));
-    local.kube.create(json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "checkout", "namespace": ns},
-        "spec": {"rules": [{"backendRefs": [{"name": "checkout-eu", "port": 80, "weight": 50}, {"name": "checkout-us", "port": 80, "weight": 50}]}]}}));
-    local.kube.create(json!({
-        "apiVersion": "fulfillment.dev/v1alpha1", "kind": "FulfillmentPlan", "metadata": {"name": "checkout", "namespace": ns},
-        "spec": {
-            "prometheus": {"address": prometheus.url()}, "interval": "1s",
-            "workloads": {"brokers": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "kafka-broker"}, "minReplicas": 12, "maxReplicas": 12},
-                          "workers": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "checkout-worker"}, "minReplicas": 12, "maxReplicas": 60}},
-            "dimensions": [{"name": "business", "kind": "Demand", "weight": 1, "target": 700, "query": "sum(orders_per_minute)"}],
-            "scaling": {"scaleDown": {"stabilizationWindow": "1s", "maxStepPercent": 100, "stepPeriod": "1s"}},
-            "clusters": [
-                {"name": "eu", "weight": 50, "backend": "checkout-eu", "health": {"query": "max(etcd_p99{cluster=\"eu\"})", "threshold": 0.2, "for": "2s"}},
-                {"name": "us", "weight": 50, "backend": "checkout-us", "kubeconfigSecretRef": {"name": "us-kubeconfig", "key": "kubeconfig"},
-                 "health": {"query": "max(etcd_p99{cluster=\"us\"})", "threshold": 0.2, "for": "2s"}}],
-            // The operator's reaction alone: the route does not wait for the survivor's Pods (this
-            // control plane has no kubelet, they never become ready); benches/drill.rs measures a
-            // shift with ready survivors.
-            "traffic": {"router": {"httpRoute": {"name": "checkout"}}, "failover": {"survivorReadyTimeout": "0s"},
-                        "failback": {"holdDown": "1s", "steps": [100], "stepInterval": "1s"}}
-        }}));
-    let op = Operator::start(&local, "bench", &["--leader-election=false"]);
+    // The operator's reaction alone: the route does not wait for the survivor's Pods (there is
+    // no kubelet here, they never become ready); benches/drill.rs measures a shift with ready
+    // survivors.
+    let set_up = Checkout::set_up("failover-bench", &prometheus.url(), json!({"survivorReadyTimeout": "0s"}));
+    let (local, ns) = (&set_up.local, &set_up.ns);
+    let op = Operator::start(local, "bench", &["--leader-election=false"]);
     op.wait_ready();
-    let route = || -> Vec<u64> {
-        local.kube.get("gateway.networking.k8s.io/v1", "HTTPRoute", Some(&ns), "checkout").unwrap()["spec"]["rules"][0]
-            ["backendRefs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|b| b["weight"].as_u64().unwrap_or(0))
-            .collect()
-    };
-    let remote_workers = || {
-        remote.kube.get("apps/v1", "Deployment", Some(&ns), "checkout-worker").unwrap()["spec"]["replicas"]
-            .as_u64()
-            .unwrap_or(0)
-    };
     let healthy = |p: Option<&serde_json::Value>| {
         p.is_some_and(|p| {
             p["status"]["traffic"]["clusters"]
@@ -91,8 +52,8 @@ async fn main() {
         // Back to normal: both healthy, the normal split, the survivor's workers restored.
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let plan = local.kube.get("fulfillment.dev/v1alpha1", "FulfillmentPlan", Some(&ns), "checkout");
-            if healthy(plan.as_ref()) && route() == [50, 50] && remote_workers() == 12 {
+            let plan = local.kube.get("fulfillment.dev/v1alpha1", "FulfillmentPlan", Some(ns), "checkout");
+            if healthy(plan.as_ref()) && set_up.route() == [50, 50] && set_up.remote_workers().0 == 12 {
                 break;
             }
             assert!(Instant::now() < deadline, "trial {trial}: not back to normal\n{}", op.log());
@@ -111,7 +72,7 @@ async fn main() {
                     })
                     .map(|r| r.at)
             };
-            let scaled = first_patch(remote.proxy.requests(), "/deployments/checkout-worker/scale");
+            let scaled = first_patch(set_up.remote.proxy.requests(), "/deployments/checkout-worker/scale");
             let shifted = first_patch(local.proxy.requests(), "/httproutes/");
             if let (Some(a), Some(b)) = (scaled, shifted) {
                 break (a, b);
@@ -135,10 +96,6 @@ async fn main() {
             .map(|r| r.at)
             .next_back()
             .expect("an evaluation read the workers before scaling");
-        let ms = |later: SystemTime, earlier: SystemTime| match later.duration_since(earlier) {
-            Ok(d) => d.as_secs_f64() * 1000.0,
-            Err(e) => -e.duration().as_secs_f64() * 1000.0,
-        };
         latencies.push(ms(done, confirmed));
         own.push(ms(done, evaluation));
         if std::env::var_os("FAILOVER_BENCH_TRACE").is_some() {
@@ -155,11 +112,6 @@ async fn main() {
     if let Some(path) = std::env::var_os("FAILOVER_BENCH_TRACE") {
         std::fs::write(path, op.log()).unwrap();
     }
-    let report = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        let pct = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
-        format!("p50 {:.0} ms, p99 {:.0} ms, min {:.0} ms, max {:.0} ms", pct(0.5), pct(0.99), v[0], v[v.len() - 1])
-    };
     println!(
         "breach confirmed (first breaching sample + for 2s) → survivor scaled and route patched ({} trials, 1 s scrape, 1 s interval, real kube-apiserver): {} (target ≤ 1000 ms; includes waiting up to one interval for the next evaluation)",
         latencies.len(),

@@ -346,6 +346,7 @@ impl Drop for Prometheus {
         self.kill();
     }
 }
+pub mod checkout;
 pub mod control_plane;
 pub mod kubelet;
 pub mod operator;
