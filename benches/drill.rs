@@ -10,7 +10,7 @@
 //! start-up (image pull, readiness probe). The figure is split into the operator's part and the
 //! workload's:
 //!
-//! - annotation → the evaluation that sees it (the watch, or waiting for the next interval);
+//! - annotation → the evaluation that sees it (the watch: the annotation triggers a reconcile);
 //! - that evaluation's first read → survivor's `/scale` patched (ours);
 //! - `/scale` patched → `readyReplicas` reaches the raised count (the workload: Pods created by
 //!   the ReplicaSet controller, reported ready, counted by the controllers);

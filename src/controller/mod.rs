@@ -23,12 +23,12 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
+use kube::runtime::{Predicate, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::{Mutex, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::crd::{FulfillmentPlan, PrometheusConnection};
+use crate::crd::{APPROVE_FAILBACK_ANNOTATION, DRILL_ANNOTATION, FulfillmentPlan, PrometheusConnection};
 use crate::engine::traffic::TrafficMemory;
 use crate::engine::{EventReason, Memory};
 use crate::leader::{self, ElectionConfig, Leadership};
@@ -358,6 +358,18 @@ pub async fn run(config: RunConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// The annotations an admin acts through (a drill, a failback approval), hashed: a change
+/// reconciles at once instead of at the next interval. Other annotations trigger nothing.
+fn admin_annotations(plan: &FulfillmentPlan) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let annotations = plan.metadata.annotations.as_ref();
+    for key in [DRILL_ANNOTATION, APPROVE_FAILBACK_ANNOTATION] {
+        annotations.and_then(|a| a.get(key)).hash(&mut hasher);
+    }
+    Some(hasher.finish())
+}
+
 /// One Controller per watched namespace (or one for all), until `term`.
 async fn controllers(config: &RunConfig, ctx: Arc<Context>, term: CancellationToken, health: Arc<Health>) {
     let apis: Vec<Api<FulfillmentPlan>> = if config.namespaces.is_empty() {
@@ -374,12 +386,13 @@ async fn controllers(config: &RunConfig, ctx: Arc<Context>, term: CancellationTo
     for api in apis {
         let (reader, writer) = reflector::store();
         stores.push(reader.clone());
-        // Only spec changes (generation) trigger a reconcile; our own status writes do not.
+        // Spec changes (generation) and the annotations an admin acts through trigger a
+        // reconcile; our own status writes do not.
         let trigger = watcher(api, watch_config.clone())
             .default_backoff()
             .reflect(writer)
             .applied_objects()
-            .predicate_filter(predicates::generation, Default::default());
+            .predicate_filter(predicates::generation.combine(admin_annotations), Default::default());
         let term = term.clone();
         let run = Controller::for_stream(trigger, reader)
             .with_config(ControllerConfig::default().concurrency(config.concurrency))
@@ -440,5 +453,44 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn plan(generation: i64, annotations: &[(&str, &str)]) -> FulfillmentPlan {
+        let mut plan: FulfillmentPlan = serde_json::from_value(serde_json::json!({
+            "apiVersion": "fulfillment.dev/v1alpha1", "kind": "FulfillmentPlan",
+            "metadata": {"name": "orders", "namespace": "shop", "generation": generation},
+            "spec": serde_yaml::from_str::<serde_json::Value>(
+                &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/orders-plan.yaml")).unwrap()
+            ).unwrap()["spec"]
+        }))
+        .unwrap();
+        plan.metadata.annotations =
+            Some(annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>());
+        plan
+    }
+
+    fn trigger(p: &FulfillmentPlan) -> Option<u64> {
+        predicates::generation.combine(admin_annotations).hash_property(p)
+    }
+
+    #[test]
+    fn a_drill_or_an_approval_triggers_a_reconcile_and_other_annotations_do_not() {
+        let quiet = trigger(&plan(3, &[]));
+        assert_ne!(quiet, trigger(&plan(3, &[(DRILL_ANNOTATION, "eu")])), "a drill annotation set");
+        assert_ne!(
+            trigger(&plan(3, &[(DRILL_ANNOTATION, "eu")])),
+            trigger(&plan(3, &[(DRILL_ANNOTATION, "us")])),
+            "a drill annotation changed"
+        );
+        assert_ne!(quiet, trigger(&plan(3, &[(APPROVE_FAILBACK_ANNOTATION, "eu")])), "an approval");
+        assert_ne!(quiet, trigger(&plan(4, &[])), "a spec change");
+        assert_eq!(quiet, trigger(&plan(3, &[("example.com/owner", "team-a")])), "an unrelated annotation");
     }
 }
