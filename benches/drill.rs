@@ -1,6 +1,7 @@
 //! A drill's failover time with ready survivors: `fulfillment.dev/drill=eu` written → the
 //! survivor's `/scale` patched → its new workers ready → the HTTPRoute's weights patched, over 20
-//! trials with the real binary, a real Prometheus and two real control planes (1 s interval).
+//! trials with the real binary, a real Prometheus and two real control planes (the plan's interval
+//! `DRILL_BENCH_INTERVAL_MS`, default 1000).
 //! Request times are taken at the fault proxies in front of the API servers; readiness is when the
 //! remote Deployment's `status.readyReplicas` (kept by the real ReplicaSet and Deployment
 //! controllers) first reports the raised count, polled every 10 ms.
@@ -14,7 +15,8 @@
 //! - that evaluation's first read → survivor's `/scale` patched (ours);
 //! - `/scale` patched → `readyReplicas` reaches the raised count (the workload: Pods created by
 //!   the ReplicaSet controller, reported ready, counted by the controllers);
-//! - ready → route patched (ours: waiting for the next evaluation, reading readiness, patching).
+//! - ready → route patched (ours: waiting for the next evaluation, at most a second while a shift
+//!   waits for ready survivors; reading readiness, patching).
 //!
 //!     cargo bench --bench drill
 
@@ -37,7 +39,13 @@ async fn main() {
     let exporter = support::Exporter::start();
     exporter.set("orders_per_minute 8400\netcd_p99{cluster=\"eu\"} 0.05\netcd_p99{cluster=\"us\"} 0.05\n");
     let prometheus = support::Prometheus::scraping(&[exporter.target()]);
-    let set_up = Checkout::set_up("drill-bench", &prometheus.url(), json!({"survivorReadyTimeout": "5m"}));
+    let interval_ms: u64 = std::env::var("DRILL_BENCH_INTERVAL_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let set_up = Checkout::set_up(
+        "drill-bench",
+        &prometheus.url(),
+        &format!("{interval_ms}ms"),
+        json!({"survivorReadyTimeout": "5m"}),
+    );
     let (local, ns) = (&set_up.local, &set_up.ns);
     let _local_kubelet = Kubelet::start(ControlPlane::shared().admin_kubeconfig.clone(), ns.clone(), Duration::ZERO);
     let _remote_kubelet = Kubelet::start(ControlPlane::shared_remote().admin_kubeconfig.clone(), ns.clone(), start_up);
@@ -119,7 +127,7 @@ async fn main() {
         annotate(None);
     }
     println!(
-        "drill: annotation written → route moved with ready survivors ({} trials, 1 s interval, survivor 12 → 21 workers, stand-in start-up {} ms, real kube-apiserver and controllers): {}",
+        "drill: annotation written → route moved with ready survivors ({} trials, {interval_ms} ms interval, survivor 12 → 21 workers, stand-in start-up {} ms, real kube-apiserver and controllers): {}",
         total.len(),
         start_up.as_millis(),
         report(total)

@@ -35,7 +35,7 @@ async fn main() {
     // The operator's reaction alone: the route does not wait for the survivor's Pods (there is
     // no kubelet here, they never become ready); benches/drill.rs measures a shift with ready
     // survivors.
-    let set_up = Checkout::set_up("failover-bench", &prometheus.url(), json!({"survivorReadyTimeout": "0s"}));
+    let set_up = Checkout::set_up("failover-bench", &prometheus.url(), "1s", json!({"survivorReadyTimeout": "0s"}));
     let (local, ns) = (&set_up.local, &set_up.ns);
     let op = Operator::start(local, "bench", &["--leader-election=false"]);
     op.wait_ready();

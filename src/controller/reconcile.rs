@@ -26,6 +26,10 @@ use crate::time::unix_secs;
 const SECRET_TTL: Duration = Duration::from_secs(60);
 /// The same warning is repeated at most this often while its situation lasts.
 const EVENT_REPEAT: Duration = Duration::from_secs(300);
+/// While a route change waits for its survivors' workers to be ready, the plan is evaluated at
+/// least this often (its interval when shorter), so traffic moves within about a second of
+/// them being ready rather than at the next interval. Bounded by `survivorReadyTimeout`.
+const SURVIVOR_READY_POLL: Duration = Duration::from_secs(1);
 
 /// Reconcile one plan: validate (once per generation) → fetch targets and metrics → decide and
 /// apply scaling → fail over → write status → report.
@@ -45,6 +49,7 @@ pub async fn reconcile(plan: Arc<FulfillmentPlan>, ctx: Arc<Context>) -> Result<
     let gate_readings = read_metrics(&ctx, &plan, &compiled, &mut state, QueryRole::ScaleDownGate).await;
     let scaling = scale(&ctx, &plan, &compiled, &mut state, (&readings, &gate_readings), (brokers, workers), now).await;
     let failover = fail_over(&ctx, &plan, &compiled, &mut state, unix_secs(now)).await;
+    let shift_pending = failover.as_ref().is_some_and(|f| f.status.pending_shift.is_some());
 
     let outcome = Outcome::Decided {
         traffic: failover.as_ref().map(|f| Box::new(f.status.clone())),
@@ -80,7 +85,13 @@ pub async fn reconcile(plan: Arc<FulfillmentPlan>, ctx: Arc<Context>) -> Result<
         let backoff = Duration::from_millis(500u64 << state.query_failures.min(10)).min(interval);
         return Ok(Action::requeue(backoff));
     }
-    Ok(Action::requeue(interval))
+    Ok(Action::requeue(next_evaluation(interval, shift_pending)))
+}
+
+/// When to evaluate again after a successful evaluation: the interval, or sooner while a route
+/// change waits for ready survivors.
+fn next_evaluation(interval: Duration, shift_pending: bool) -> Duration {
+    if shift_pending { interval.min(SURVIVOR_READY_POLL) } else { interval }
 }
 
 /// The per-plan facts the alerts watch: how long data has been missing (and the interval to
@@ -756,4 +767,19 @@ async fn report_not_applied(
         Err(e) => tracing::info!(error = %e, "cannot read the brokers target's conditions"),
     }
     publish(ctx, plan, EventReason::ScaleNotApplied, &note).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pending_route_change_is_looked_at_every_second_and_otherwise_at_the_interval() {
+        let fifteen = Duration::from_secs(15);
+        assert_eq!(next_evaluation(fifteen, false), fifteen);
+        assert_eq!(next_evaluation(fifteen, true), SURVIVOR_READY_POLL);
+        // Never later than the plan's own interval.
+        let half = Duration::from_millis(500);
+        assert_eq!(next_evaluation(half, true), half);
+    }
 }

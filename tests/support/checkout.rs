@@ -1,7 +1,7 @@
 //! The two-cluster checkout the failover and drill benchmarks measure: `eu` (this control plane)
 //! and `us` (the shared remote one), 12 workers and 12 brokers here, 12 workers there, an
 //! HTTPRoute splitting 50/50, and a plan with one demand dimension and a health query per
-//! cluster, evaluated every second.
+//! cluster, evaluated every `interval`.
 
 use std::time::SystemTime;
 
@@ -18,8 +18,9 @@ pub struct Checkout {
 }
 
 impl Checkout {
-    /// Create everything but the operator; `failover` is the plan's `traffic.failover`.
-    pub fn set_up(prefix: &str, prometheus_url: &str, failover: Value) -> Self {
+    /// Create everything but the operator; `interval` is the plan's (a Go duration),
+    /// `failover` its `traffic.failover`.
+    pub fn set_up(prefix: &str, prometheus_url: &str, interval: &str, failover: Value) -> Self {
         let cp = ControlPlane::shared();
         super::ensure_crd(cp, &super::gateway_api_crd("httproutes"));
         let local = Tenant::new(cp, prefix, ChartOptions { routers: true, ..Default::default() });
@@ -34,7 +35,7 @@ impl Checkout {
         local.kube.create(json!({
             "apiVersion": "fulfillment.dev/v1alpha1", "kind": "FulfillmentPlan", "metadata": {"name": "checkout", "namespace": ns},
             "spec": {
-                "prometheus": {"address": prometheus_url}, "interval": "1s",
+                "prometheus": {"address": prometheus_url}, "interval": interval,
                 "workloads": {"brokers": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "kafka-broker"}, "minReplicas": 12, "maxReplicas": 12},
                               "workers": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "checkout-worker"}, "minReplicas": 12, "maxReplicas": 60}},
                 "dimensions": [{"name": "business", "kind": "Demand", "weight": 1, "target": 700, "query": "sum(orders_per_minute)"}],
