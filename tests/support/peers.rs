@@ -14,11 +14,11 @@
 //! trusts).
 
 use std::path::{Path, PathBuf};
-
-use rcgen::{DnType, ExtendedKeyUsagePurpose};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
+
+use rcgen::{DnType, ExtendedKeyUsagePurpose};
 
 use super::control_plane::{ControlPlane, Proc};
 use super::{free_port, wait_for};
