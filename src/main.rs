@@ -178,6 +178,9 @@ enum Baseline {
     /// A HorizontalPodAutoscaler v2 on the same metrics: largest ratio, no sustain windows,
     /// default behavior.
     Hpa,
+    /// KEDA with a `prometheus` trigger per dimension and its defaults: the HPA above, but an
+    /// empty query result counts as 0 (`ignoreNullValues: true`), so missing data can scale down.
+    Keda,
     /// The fewest replicas that keep every dimension inside its tolerance band, chosen knowing
     /// each reading in advance: the replica-minutes no policy reaches without time
     /// under-provisioned.
@@ -453,6 +456,9 @@ fn run_simulate(args: SimulateArgs) -> Result<(), String> {
     for b in &args.baseline {
         let replay = match b {
             Baseline::Hpa => simulate::replay("hpa", &policy.hpa_baseline(), policy, &trace, options),
+            Baseline::Keda => {
+                simulate::replay("keda", &policy.hpa_baseline(), policy, &trace.missing_as_zero(), options)
+            }
             Baseline::Hindsight => simulate::hindsight::replay(policy, &trace, options),
         };
         let replay = replay.map_err(|e| e.to_string())?;

@@ -124,6 +124,39 @@ fn the_hindsight_baseline_is_the_floor_beside_the_plan_and_the_hpa() {
 }
 
 #[test]
+fn the_keda_baseline_scales_down_through_a_monitoring_outage_where_the_hpa_holds() {
+    use fulfillment_operator::engine::Replicas;
+    use fulfillment_operator::simulate::{self, ReplayOptions, Trace};
+    let plan = fulfillment_operator::plan::load(&root().join(PLAN)).unwrap();
+    let policy = fulfillment_operator::plan::CompiledPlan::new(&plan).policy;
+    let file = std::fs::File::open(root().join("examples/traces/diurnal-day.csv")).unwrap();
+    let trace = Trace::from_csv(std::io::BufReader::new(file), &policy).unwrap();
+    let options = ReplayOptions::new(Replicas { brokers: policy.brokers.min, workers: policy.workers.min });
+    let hpa = simulate::replay("hpa", &policy.hpa_baseline(), &policy, &trace, options).unwrap();
+    let keda = simulate::replay("keda", &policy.hpa_baseline(), &policy, &trace.missing_as_zero(), options).unwrap();
+    // The day's 14:00–14:14 has no data at all. Just before it both run the same policy on the
+    // same data; by its end KEDA, reading the empty answers as 0, has gone to its minimum after
+    // the 5-minute scale-down window, while the HPA (a failing metric blocks scale-down) held.
+    let at = |r: &simulate::Replay, t: f64| {
+        r.steps.iter().take_while(|s| s.t <= t).last().map(|s| s.decision.desired.workers).unwrap()
+    };
+    let (before, end) = (13.0 * 3600.0 + 59.0 * 60.0, 14.0 * 3600.0 + 13.0 * 60.0);
+    assert_eq!(at(&hpa, before), at(&keda, before));
+    assert!(at(&hpa, before) > policy.workers.min, "the outage starts above the minimum");
+    assert_eq!(at(&hpa, end), at(&hpa, before), "the HPA holds through the outage");
+    assert_eq!(at(&keda, end), policy.workers.min, "KEDA reads the outage as no load");
+    // On the command line: its own column, and fewer replica-minutes than the HPA for it.
+    let args =
+        ["simulate", PLAN, "--trace", "examples/traces/diurnal-day.csv", "--baseline", "hpa", "--baseline", "keda"];
+    let header = ok(&args).lines().find(|l| l.starts_with("summary")).unwrap().to_string();
+    assert_eq!(header.split_whitespace().collect::<Vec<_>>(), ["summary", "plan", "hpa", "keda"], "{header}");
+    let last: Value =
+        serde_json::from_str(ok(&[&args[..], &["--output", "jsonl"]].concat()).lines().last().unwrap()).unwrap();
+    let rm = |k: &str| last["summary"][k]["replica_minutes"].as_f64().unwrap();
+    assert!(rm("keda") < rm("hpa"), "{last}");
+}
+
+#[test]
 fn jsonl_contract_on_the_flash_sale() {
     let steps = jsonl(&["simulate", PLAN, "--trace", "examples/traces/flash-sale.csv", "--output", "jsonl"]);
     // Three hours at 15 s.

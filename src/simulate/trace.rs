@@ -97,6 +97,19 @@ enum TimeForm {
 }
 
 impl Trace {
+    /// The same trace with every empty dimension cell read as 0: what a KEDA `prometheus`
+    /// trigger sees with its default `ignoreNullValues: true` (an empty query result counts as
+    /// 0). Health, gate and switch columns are unchanged.
+    pub fn missing_as_zero(&self) -> Trace {
+        let mut trace = self.clone();
+        for row in &mut trace.rows {
+            for v in &mut row.values {
+                v.get_or_insert(0.0);
+            }
+        }
+        trace
+    }
+
     /// Read a CSV trace for `policy`'s dimensions.
     pub fn from_csv(reader: impl Read, policy: &Policy) -> Result<Self, TraceError> {
         let mut csv = csv::ReaderBuilder::new().trim(csv::Trim::All).flexible(false).from_reader(reader);
