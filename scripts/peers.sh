@@ -57,6 +57,11 @@ build_adapter() {
   echo "==> prometheus-adapter built in $((SECONDS - start)) s" >&2
 }
 
+# keda_dir: the directory of KEDA's module in the Go module cache (downloaded when missing).
+keda_dir() {
+  go mod download -json "github.com/kedacore/keda/v2@$KEDA_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p'
+}
+
 build_keda() {
   [ -x "$BIN/keda" ] && [ -x "$BIN/keda-adapter" ] && return 0
   need_go
@@ -65,7 +70,7 @@ build_keda() {
   echo "==> building keda $KEDA_VERSION (operator and metrics API server)" >&2
   # Inside a copy of KEDA's own module, not a wrapper: its go.mod has a `replace` that a wrapper
   # module would ignore.
-  src="$(go mod download -json "github.com/kedacore/keda/v2@$KEDA_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+  src="$(keda_dir)"
   [ -d "$src" ] || { echo "error: could not download github.com/kedacore/keda/v2@$KEDA_VERSION" >&2; exit 2; }
   work="$(mktemp -d)"
   cp -r "$src/." "$work" && chmod -R u+w "$work"
@@ -82,7 +87,7 @@ build_keda() {
 # keda_crds: the directory holding KEDA's CRDs, from the same module (never copied into the repo).
 keda_crds() {
   local src
-  src="$(go mod download -json "github.com/kedacore/keda/v2@$KEDA_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+  src="$(keda_dir)"
   [ -d "$src/config/crd/bases" ] && echo "$src/config/crd/bases"
 }
 
