@@ -333,12 +333,7 @@ impl ControlPlane {
         cp.wait_ready();
         cp.controller_manager.start();
         cp.kubectl_ok(&["apply", "--server-side", "-f", &crd_dir().display().to_string()]);
-        cp.kubectl_ok(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/fulfillmentplans.fulfillment.dev",
-        ]);
+        cp.wait_established("crd/fulfillmentplans.fulfillment.dev");
         cp.started_in = begun.elapsed();
         eprintln!("control plane ready at {} in {:.1} s", cp.url, cp.started_in.as_secs_f64());
         cp
@@ -367,6 +362,21 @@ impl ControlPlane {
         let (ok, out, err) = self.kubectl(args);
         assert!(ok, "kubectl {} failed:\n{out}\n{err}", args.join(" "));
         out
+    }
+
+    /// Wait until the CRD `name` (`crd/<plural>.<group>`) is Established. Polled, not `kubectl
+    /// wait`: that fails at once on a CRD whose status has no conditions yet, which a fresh CRD
+    /// can show for a moment after it is applied.
+    pub fn wait_established(&self, name: &str) {
+        wait_for(&format!("{name} to be established"), Duration::from_secs(60), || {
+            let (_, out, _) =
+                self.kubectl(&["get", name, "-o=jsonpath={.status.conditions[?(@.type==\"Established\")].status}"]);
+            if out.trim() == "True" {
+                return Some(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            None
+        });
     }
 
     fn wait_ready(&self) {

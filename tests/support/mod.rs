@@ -389,7 +389,7 @@ pub fn ensure_crd(cp: &control_plane::ControlPlane, manifest: &str) {
     cp.kubectl_ok(&["apply", "--server-side", "--force-conflicts", "-f", &path]);
     let names = cp.kubectl_ok(&["get", "-f", &path, "-o", "name"]);
     for name in names.lines() {
-        cp.kubectl_ok(&["wait", "--for=condition=Established", "--timeout=60s", name]);
+        cp.wait_established(name);
     }
 }
 

@@ -192,16 +192,7 @@ impl Keda {
         let crds = peers_script("keda-crds");
         let crds = crds.trim();
         cp.kubectl_ok(&["apply", "--server-side", "-f", crds]);
-        // Polled, not `kubectl wait`: that fails on a CRD whose status has no conditions yet.
-        wait_for("KEDA's ScaledObject CRD to be established", Duration::from_secs(60), || {
-            let (_, out, _) = cp.kubectl(&[
-                "get",
-                "crd/scaledobjects.keda.sh",
-                "-o=jsonpath={.status.conditions[?(@.type==\"Established\")].status}",
-            ]);
-            std::thread::sleep(Duration::from_millis(100));
-            (out.trim() == "True").then_some(())
-        });
+        cp.wait_established("crd/scaledobjects.keda.sh");
         let dir = tempfile::Builder::new().prefix("fo-keda-").tempdir().unwrap();
         let d = dir.path();
         let certs = d.join("certs");
