@@ -185,6 +185,17 @@ impl World {
             .map(|r| (r.path.clone(), r.body.as_ref().and_then(|b| b["spec"]["replicas"].as_u64()).unwrap_or(0), r.at))
             .collect()
     }
+    /// Whether the plan has settled: its last decision holds, no broker change is in flight
+    /// (once one is done, the workers it held back may still grow), and its status has seen what
+    /// the targets run. A scale patch lands before the status of the evaluation that made it, so
+    /// a Hold read in between is the evaluation before, with the old counts.
+    fn settled(&self, plan: &str) -> bool {
+        let status = self.plan(plan)["status"].clone();
+        status["lastDecision"]["action"] == "Hold"
+            && status["brokerChange"].is_null()
+            && status["workers"]["current"].as_u64() == Some(self.workers())
+            && status["brokers"]["current"].as_u64() == Some(self.brokers())
+    }
     /// Unix seconds of the operator's latest observation, from the memory in status.
     fn last_observed(&self, plan: &str) -> f64 {
         self.plan(plan)["status"]["memory"]["samples"]
@@ -225,12 +236,7 @@ async fn held_load_scales_brokers_and_workers_together_and_explains_why() {
         mtime(first.2) - raised
     );
     assert!(first.0.contains("kafkanodepools/brokers"), "brokers first when growing: {first:?}");
-    until("settled", Duration::from_secs(40), &op, || {
-        let status = w.plan("orders")["status"].clone();
-        // No broker change in flight: once it is done, the workers it held back may still grow.
-        status["lastDecision"]["action"] == "Hold" && status["brokerChange"].is_null() && w.workers() > 12
-    })
-    .await;
+    until("settled", Duration::from_secs(40), &op, || w.settled("orders") && w.workers() > 12).await;
     let (b, wk) = (w.brokers(), w.workers());
     assert!(
         (3..=12).contains(&b) && (12..=60).contains(&wk) && wk <= b * 5,
@@ -513,12 +519,7 @@ async fn api_faults_lose_no_status_and_duplicate_no_scale_action() {
     faults.expire_next_watches(support::proxy::Matcher::any().path_contains("fulfillmentplans"), 1);
     load(&w.exporter, 2.5);
     until("scaled through the faults", Duration::from_secs(40), &op, || w.workers() > 12).await;
-    until("settled", Duration::from_secs(40), &op, || {
-        let status = w.plan("orders")["status"].clone();
-        // No broker change in flight: once it is done, the workers it held back may still grow.
-        status["lastDecision"]["action"] == "Hold" && status["brokerChange"].is_null() && w.workers() > 12
-    })
-    .await;
+    until("settled", Duration::from_secs(40), &op, || w.settled("orders") && w.workers() > 12).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     // No lost status: status says what the targets have.
     let status = w.plan("orders")["status"].clone();
@@ -720,12 +721,7 @@ async fn an_api_server_restart_and_an_etcd_outage_lose_no_status_and_repeat_no_a
     let api_recovery = back.elapsed();
 
     // etcd stopped for longer than several intervals, then restarted.
-    until("settled", Duration::from_secs(60), &op, || {
-        let status = w.plan("orders")["status"].clone();
-        // No broker change in flight: once it is done, the workers it held back may still grow.
-        status["lastDecision"]["action"] == "Hold" && status["brokerChange"].is_null() && w.workers() > 12
-    })
-    .await;
+    until("settled", Duration::from_secs(60), &op, || w.settled("orders") && w.workers() > 12).await;
     let settled_workers = w.workers();
     load(&w.exporter, 6.0);
     cp.stop_etcd();
@@ -735,13 +731,7 @@ async fn an_api_server_restart_and_an_etcd_outage_lose_no_status_and_repeat_no_a
     until("scaled after etcd came back", Duration::from_secs(60), &op, || w.workers() > settled_workers).await;
     let etcd_recovery = etcd_back.elapsed();
     // No lost status: status comes to say what the targets have, and stays there.
-    until("settled again", Duration::from_secs(60), &op, || {
-        let status = w.plan("orders")["status"].clone();
-        status["lastDecision"]["action"] == "Hold"
-            && status["brokerChange"].is_null()
-            && status["workers"]["current"].as_u64() == Some(w.workers())
-    })
-    .await;
+    until("settled again", Duration::from_secs(60), &op, || w.settled("orders")).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let status = w.plan("orders")["status"].clone();
