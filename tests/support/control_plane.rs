@@ -4,9 +4,10 @@
 //! CA, serving certificate, admin client certificate (`system:masters`) and service-account
 //! signing key, all made here with rcgen.
 //!
-//! [`ControlPlane::shared`] is one per test binary: started once on a thread that lives as long as
-//! the process (children get `PR_SET_PDEATHSIG`, so they die with the test binary even when it
-//! is killed), its temporary directory removed at exit. Tests isolate themselves in namespaces
+//! [`ControlPlane::shared`] is one per test binary: started once and kept for the process (its
+//! children, like every child the test support starts, are forked by [`super::spawn_tied`] with
+//! `PR_SET_PDEATHSIG`, so they die with the test binary even when it is killed), its temporary
+//! directory removed at exit. Tests isolate themselves in namespaces
 //! ([`super::tenant::Tenant`]). A test that stops parts of the control plane (API server restart,
 //! etcd outage, an unreachable remote cluster) starts its own with [`ControlPlane::start`],
 //! torn down on drop.
@@ -14,7 +15,6 @@
 //! When the binaries are missing the test fails with the command that builds them; it never
 //! skips.
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -24,7 +24,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
 };
 
-use super::{free_port, wait_for};
+use super::{free_port, spawn_tied, wait_for};
 
 /// Where `scripts/control-plane.sh` put the binaries: `$FO_CONTROL_PLANE_BIN`, else what the
 /// script's `path` command prints. Panics with the command that builds them.
@@ -86,15 +86,8 @@ impl Proc {
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
         let child =
-            command.spawn().unwrap_or_else(|e| panic!("{} ({}) starts: {e}", self.name, self.program.display()));
+            spawn_tied(command).unwrap_or_else(|e| panic!("{} ({}) starts: {e}", self.name, self.program.display()));
         self.child = Some(child);
     }
 
@@ -343,13 +336,13 @@ impl ControlPlane {
     /// (each in its own namespace). Never stopped by a test.
     pub fn shared() -> &'static ControlPlane {
         static SHARED: OnceLock<&'static ControlPlane> = OnceLock::new();
-        SHARED.get_or_init(|| start_for_the_process("shared"))
+        SHARED.get_or_init(start_for_the_process)
     }
 
     /// A second shared control plane for tests that need a remote cluster.
     pub fn shared_remote() -> &'static ControlPlane {
         static REMOTE: OnceLock<&'static ControlPlane> = OnceLock::new();
-        REMOTE.get_or_init(|| start_for_the_process("remote"))
+        REMOTE.get_or_init(start_for_the_process)
     }
 
     /// Run kubectl as admin; returns (success, stdout, stderr).
@@ -430,22 +423,13 @@ impl ControlPlane {
     }
 }
 
-/// Start a control plane owned by a thread that lives as long as the test binary, so the
-/// children's parent-death signal fires only when the process ends; remove its directory at exit.
-fn start_for_the_process(what: &str) -> &'static ControlPlane {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name(format!("control-plane-{what}"))
-        .spawn(move || {
-            let cp: &'static ControlPlane = Box::leak(Box::new(ControlPlane::start()));
-            remove_at_exit(cp.dir.path().to_path_buf(), cp.pids());
-            tx.send(cp).unwrap();
-            loop {
-                std::thread::park();
-            }
-        })
-        .unwrap();
-    rx.recv().expect("the control plane started (see the panic above)")
+/// Start a control plane that lives as long as the test binary (its children are forked by
+/// [`spawn_tied`]'s thread, so their parent-death signal fires only when the process ends);
+/// remove its directory at exit.
+fn start_for_the_process() -> &'static ControlPlane {
+    let cp: &'static ControlPlane = Box::leak(Box::new(ControlPlane::start()));
+    remove_at_exit(cp.dir.path().to_path_buf(), cp.pids());
+    cp
 }
 
 /// Directories and processes to clean up when the test binary exits normally.

@@ -9,9 +9,10 @@
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
+    os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, OnceLock, mpsc},
     thread,
     time::{Duration, Instant},
 };
@@ -31,6 +32,37 @@ pub fn binary(name: &str, env_var: &str) -> PathBuf {
         "`{name}` is not installed: these tests run a real Prometheus. Install it with \
          `apt-get install -y prometheus` (the README's test command, ./scripts/test.sh, does this) or set {env_var}."
     );
+}
+
+/// Spawn `command` so that its child dies with this process, even when the process is killed
+/// (`PR_SET_PDEATHSIG`). That signal follows the thread that forked the child, not the process:
+/// a child forked from a test's thread or a runtime's short-lived worker would die with that
+/// thread. So every such child is forked by one thread that lives as long as the process.
+pub fn spawn_tied(command: Command) -> std::io::Result<Child> {
+    type Job = (Command, mpsc::Sender<std::io::Result<Child>>);
+    static SPAWNER: OnceLock<mpsc::Sender<Job>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        thread::Builder::new()
+            .name("child-spawner".into())
+            .spawn(move || {
+                for (mut command, reply) in rx {
+                    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+                    unsafe {
+                        command.pre_exec(|| {
+                            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                            Ok(())
+                        });
+                    }
+                    let _ = reply.send(command.spawn());
+                }
+            })
+            .expect("the spawner thread starts");
+        tx
+    });
+    let (reply, answer) = mpsc::channel();
+    spawner.send((command, reply)).expect("the spawner thread runs");
+    answer.recv().expect("the spawner thread answers")
 }
 
 /// A free loopback port (bound and released; good enough on a test machine).
@@ -299,12 +331,9 @@ impl Prometheus {
     /// Start (again) with the same data, config and port.
     pub fn restart(&mut self) {
         let log = std::fs::File::create(self.dir.path().join("prometheus.log")).unwrap();
-        let child = Command::new(binary("prometheus", "PROMETHEUS_BIN"))
-            .args(&self.args)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("prometheus starts");
+        let mut command = Command::new(binary("prometheus", "PROMETHEUS_BIN"));
+        command.args(&self.args).stdout(Stdio::null()).stderr(log);
+        let child = spawn_tied(command).expect("prometheus starts");
         self.child = Some(child);
         // With a web config (TLS, auth) or a route prefix, /-/ready is not at the root or not
         // open: a listening port is enough; the tests then poll a query.

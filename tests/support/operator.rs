@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use super::tenant::{RELEASE, Tenant};
-use super::{free_port, http_get, wait_for};
+use super::{free_port, http_get, spawn_tied, wait_for};
 
 /// A running operator; killed on drop.
 pub struct Operator {
@@ -85,15 +85,15 @@ impl Operator {
             .map(|a| if a.starts_with("--admin-addr=") { format!("--admin-addr={}", self.admin) } else { a.clone() })
             .collect();
         args.extend(self.extra.iter().cloned());
-        let child = Command::new(env!("CARGO_BIN_EXE_fulfillment-operator"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fulfillment-operator"));
+        command
             .args(&args)
             .env_clear()
             .envs(self.chart_env.iter().map(|(k, v)| (k, v)))
             .env("KUBECONFIG", &self.kubeconfig)
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("the operator starts");
+            .stderr(log);
+        let child = spawn_tied(command).expect("the operator starts");
         self.child = Some(child);
     }
 
