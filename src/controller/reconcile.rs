@@ -49,7 +49,10 @@ pub async fn reconcile(plan: Arc<FulfillmentPlan>, ctx: Arc<Context>) -> Result<
     let gate_readings = read_metrics(&ctx, &plan, &compiled, &mut state, QueryRole::ScaleDownGate).await;
     let scaling = scale(&ctx, &plan, &compiled, &mut state, (&readings, &gate_readings), (brokers, workers), now).await;
     let failover = fail_over(&ctx, &plan, &compiled, &mut state, unix_secs(now)).await;
-    let shift_pending = failover.as_ref().is_some_and(|f| f.status.pending_shift.is_some());
+    // Only the replica that acts polls a pending route change every second: a standby or a
+    // paused plan moves no traffic, so sooner evaluations there would only load Prometheus.
+    let acting = !plan.spec.paused && ctx.is_leader();
+    let shift_pending = acting && failover.as_ref().is_some_and(|f| f.status.pending_shift.is_some());
 
     let outcome = Outcome::Decided {
         traffic: failover.as_ref().map(|f| Box::new(f.status.clone())),
@@ -89,7 +92,7 @@ pub async fn reconcile(plan: Arc<FulfillmentPlan>, ctx: Arc<Context>) -> Result<
 }
 
 /// When to evaluate again after a successful evaluation: the interval, or sooner while a route
-/// change waits for ready survivors.
+/// change this replica would make waits for ready survivors.
 fn next_evaluation(interval: Duration, shift_pending: bool) -> Duration {
     if shift_pending { interval.min(SURVIVOR_READY_POLL) } else { interval }
 }
