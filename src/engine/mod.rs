@@ -341,11 +341,18 @@ impl Decision {
             return;
         }
         self.desired.workers = floor;
+        let mut note = format!("workers held at {floor}: {why}");
         if let Some(k) = policy.max_workers_per_broker {
             let needed = policy.brokers.clamp(floor.div_ceil(k.max(1)));
-            self.desired.brokers = self.desired.brokers.max(needed);
+            if needed > self.desired.brokers {
+                // Said here: the plan's own reason above may say brokers go the other way.
+                note.push_str(&format!(
+                    "; brokers {}→{needed} for them (maxWorkersPerBroker {k})",
+                    self.current.brokers
+                ));
+                self.desired.brokers = needed;
+            }
         }
-        let note = format!("workers held at {floor}: {why}");
         self.limited = Some(match self.limited.take() {
             Some(l) => format!("{l}; {note}"),
             None => note.clone(),

@@ -934,6 +934,23 @@ fn workers_failover_raised_are_held_and_brokers_keep_their_bound() {
     assert!(down.desired.brokers >= 30u32.div_ceil(p.max_workers_per_broker.unwrap()), "{:?}", down.desired);
     assert!(down.limited.as_deref().unwrap().contains("workers held at"), "{:?}", down.limited);
     assert!(down.reason.contains("Not applied to workers: workers held at"), "{}", down.reason);
+    // Brokers the held workers need are raised, and the reason says why (the plan's own text
+    // says brokers come down).
+    let small = Replicas { brokers: 3, workers: 18 };
+    let ds = run(&p, small, 40, |_, cur| readings_at(&p, &[0.2, 0.2, 0.2], cur));
+    let mut down = first_action(&ds, Action::ScaleDown).expect("the plan alone scales down").clone();
+    down.current = Replicas { brokers: 3, workers: 24 };
+    down.hold_workers_at_least(&p, 24, "failover raised them");
+    let k = p.max_workers_per_broker.unwrap();
+    let needed = 24u32.div_ceil(k);
+    assert!(needed > 3, "the example needs more brokers for 24 workers");
+    assert_eq!(down.desired, Replicas { brokers: needed, workers: 24 });
+    assert_eq!(down.action, Action::ScaleUp);
+    assert!(
+        down.reason.ends_with(&format!("brokers 3→{needed} for them (maxWorkersPerBroker {k}).")),
+        "{}",
+        down.reason
+    );
     // A floor above what runs never raises workers.
     let mut d = ds[0].clone();
     let was = d.desired;
