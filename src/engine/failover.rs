@@ -564,6 +564,20 @@ fn explain(
                     format!("Cluster {c} no longer drained: back to {kept}% of its share: {}.", split(weights, policy)),
                 ));
             }
+            TrafficEvent::DrainSuspended { cluster, failed } => {
+                let why = match failed {
+                    Some(f) => format!("cluster {f} failed and no undrained cluster can take its traffic"),
+                    None => "no undrained cluster can take the traffic".to_string(),
+                };
+                out.push(FailoverEvent::new(
+                    EventReason::DrainSuspended,
+                    Some(cluster),
+                    format!(
+                        "Cluster {cluster} is drained (clusters[].drain) but healthy, and {why}: it takes the traffic ({}); its drain starts over, one step at a time, once every cluster is healthy again.",
+                        split(weights, policy)
+                    ),
+                ));
+            }
             TrafficEvent::DrainRolledBack(c) => out.push(FailoverEvent::new(
                 EventReason::DrainRolledBack,
                 Some(c),

@@ -89,6 +89,9 @@ pub enum EventReason {
     DrainRolledBack,
     /// A survivor's ready workers could not be read; traffic does not wait for them (Warning).
     ReadinessUnknown,
+    /// A failure left no undrained cluster to take the traffic: a drained, healthy cluster takes
+    /// it and its drain starts over once every cluster is healthy again (Warning).
+    DrainSuspended,
 }
 
 impl EventReason {
@@ -135,6 +138,7 @@ impl EventReason {
             EventReason::DrainReturned => "DrainReturned",
             EventReason::DrainRolledBack => "DrainRolledBack",
             EventReason::ReadinessUnknown => "ReadinessUnknown",
+            EventReason::DrainSuspended => "DrainSuspended",
         }
     }
 
@@ -161,6 +165,7 @@ impl EventReason {
                 | EventReason::DrillRefused
                 | EventReason::DrainRolledBack
                 | EventReason::ReadinessUnknown
+                | EventReason::DrainSuspended
         )
     }
 }

@@ -198,6 +198,14 @@ pub enum TrafficEvent {
     DrainReturned(String),
     /// A gate failed during a drain or its return: one level back.
     DrainRolledBack(String),
+    /// A failure left no undrained cluster to take the traffic: this drained (healthy) cluster
+    /// takes it, and its drain starts over once every cluster is healthy again.
+    DrainSuspended {
+        /// The drained cluster.
+        cluster: String,
+        /// The cluster whose failure suspended the drain (none when no cluster is failed).
+        failed: Option<String>,
+    },
 }
 
 /// A health (or gate) reading: a value, or nothing (no data / unreachable).
@@ -823,11 +831,26 @@ pub fn decide_traffic(
     }
 
     let base: Vec<f64> = policy.clusters.iter().map(|c| c.weight.max(0.0)).collect();
-    let drain_kept: Vec<f64> = memory.drain.iter().map(|d| drain_kept(policy, d.level)).collect();
-    let keep: Vec<f64> =
-        memory.phases.iter().zip(&drain_kept).map(|(p, d)| retained(policy, *p).min(d / 100.0)).collect();
-    let receivers: f64 = base.iter().zip(&keep).filter(|(_, k)| **k >= 1.0 - SHARE_EPSILON).map(|(b, _)| b).sum();
-    let shed: f64 = base.iter().zip(&keep).map(|(b, k)| b * (1.0 - k)).sum();
+    let mut shares = Shares::of(policy, memory, &base);
+    // A failure beats maintenance: when no undrained cluster can take what a failed one sheds,
+    // the drained clusters that are healthy take it, rather than the traffic staying on the
+    // failed one. Their drains start over (one step per interval, gated, once every cluster is
+    // healthy again): going back to where they were at once would move their whole share in
+    // one step.
+    if shares.shed > SHARE_EPSILON && shares.receivers <= SHARE_EPSILON {
+        let failed = memory.phases.iter().position(|p| *p != ClusterPhase::Healthy);
+        for (c, cluster) in policy.clusters.iter().enumerate() {
+            if memory.phases[c] == ClusterPhase::Healthy && memory.drain[c].level > 0 {
+                memory.drain[c] = DrainMemory { level: 0, at: Some(now) };
+                events.push(TrafficEvent::DrainSuspended {
+                    cluster: cluster.name.clone(),
+                    failed: failed.map(|f| policy.clusters[f].name.clone()),
+                });
+            }
+        }
+        shares = Shares::of(policy, memory, &base);
+    }
+    let Shares { drain_kept, keep, receivers, shed } = shares;
     let weights = if shed > SHARE_EPSILON && receivers <= SHARE_EPSILON {
         events.push(TrafficEvent::AllClustersUnhealthy);
         memory.last_weights.clone()
@@ -845,6 +868,29 @@ pub fn decide_traffic(
     memory.last_weights = weights.clone();
     let drills = memory.drill.iter().map(|d| d.running).collect();
     TrafficDecision { weights, phases: memory.phases.clone(), absorb, waiting, drain_kept, drills, events }
+}
+
+/// How the clusters' shares split, from their phases and drain levels.
+struct Shares {
+    /// Per cluster: percent of its share a drain keeps.
+    drain_kept: Vec<f64>,
+    /// Per cluster: fraction of its share it keeps (the smaller of its phase's and its drain's).
+    keep: Vec<f64>,
+    /// Sum of the base weights of the clusters that keep all of theirs (they take what is shed).
+    receivers: f64,
+    /// Sum of the base weight the others shed.
+    shed: f64,
+}
+
+impl Shares {
+    fn of(policy: &TrafficPolicy, memory: &TrafficMemory, base: &[f64]) -> Self {
+        let drain_kept: Vec<f64> = memory.drain.iter().map(|d| drain_kept(policy, d.level)).collect();
+        let keep: Vec<f64> =
+            memory.phases.iter().zip(&drain_kept).map(|(p, d)| retained(policy, *p).min(d / 100.0)).collect();
+        let receivers = base.iter().zip(&keep).filter(|(_, k)| **k >= 1.0 - SHARE_EPSILON).map(|(b, _)| b).sum();
+        let shed = base.iter().zip(&keep).map(|(b, k)| b * (1.0 - k)).sum();
+        Self { drain_kept, keep, receivers, shed }
+    }
 }
 
 /// A drill is over: keep its times as the last drill's.

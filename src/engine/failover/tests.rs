@@ -936,6 +936,39 @@ fn a_gate_breach_rolls_a_drain_back_one_step() {
 }
 
 #[test]
+fn a_failure_while_the_other_cluster_is_drained_suspends_the_drain_and_it_starts_over() {
+    let p = two_regions();
+    // c1 is drained from the start (0 % by 280 s); c0 fails from 400 s to 700 s.
+    let drain = |_: f64, c: usize| c == 1;
+    let health = |t: f64, c: usize| Some(if c == 0 && (400.0..700.0).contains(&t) { 0.5 } else { 0.05 });
+    let trace = run_with(&p, 2400.0, &Inputs { drain: &drain, ..Inputs::new(&health, &gates_ok) });
+    assert_eq!(at(&trace, 390.0).decision.weights, [100, 0], "drained");
+    // Confirmed at 430 s: c1, drained but healthy, takes c0's traffic rather than none moving.
+    let failed = at(&trace, 430.0);
+    assert_eq!(failed.decision.phases[0], ClusterPhase::Failed { since: 430.0 });
+    assert_eq!(failed.decision.weights, [15, 85]);
+    assert!(reasons(failed).contains(&EventReason::DrainSuspended), "{:?}", reasons(failed));
+    assert!(EventReason::DrainSuspended.is_warning());
+    assert!(
+        failed
+            .decision
+            .events
+            .iter()
+            .any(|e| e.note.contains("cluster c0 failed and no undrained cluster can take its traffic")),
+        "{:?}",
+        labels(failed)
+    );
+    assert!(!all_reasons(&trace).iter().any(|(_, r)| *r == EventReason::AllClustersUnhealthy));
+    assert_eq!(all_reasons(&trace).iter().filter(|(_, r)| *r == EventReason::DrainSuspended).count(), 1, "said once");
+    // c0 fails back; only then does c1's drain start over, one gated step at a time.
+    let back = trace.iter().find(|s| reasons(s).contains(&EventReason::FailbackCompleted)).expect("c0 fails back").t;
+    let path: Vec<(f64, u32)> = drain_path(&trace);
+    assert!(path.iter().all(|(t, _)| *t < 400.0 || *t >= back), "{path:?}");
+    let again: Vec<u32> = path.iter().filter(|(t, _)| *t >= back).map(|p| p.1).collect();
+    assert_eq!(again, [25, 12, 2, 0, 0], "{path:?}");
+}
+
+#[test]
 fn drill_and_drain_annotations_name_clusters_like_approvals() {
     let p = example_policy(3);
     assert_eq!(drills(&p, Some("c1")), [false, true, false]);
@@ -997,7 +1030,8 @@ proptest! {
     }
 
     /// A drain (or its return) moves one step at a time, at most one per step interval, and
-    /// every move is announced.
+    /// every move is announced; the one exception, a drain a failure suspends, starts over at 0
+    /// and says so.
     #[test]
     fn a_drain_never_moves_more_than_one_step_per_step_interval(
         (n, history, gate_bad, drill_mask, drain_mask, ready_after) in scenario(),
@@ -1016,12 +1050,19 @@ proptest! {
             prop_assert_eq!(s.decision.weights.iter().sum::<u32>(), 100);
             for c in 0..n {
                 let now = s.settled.memory.drain_level(c);
-                if now != level[c] {
+                let name = p.clusters[c].name.as_str();
+                let suspended = s.decision.events.iter().any(|e| e.cluster.as_deref() == Some(name) && e.reason == EventReason::DrainSuspended);
+                if suspended {
+                    prop_assert_eq!(now, 0, "t={}: c{} suspended but kept level {}", s.t, c, now);
+                    prop_assert!(level[c] > 0, "t={}: c{} suspended while not drained", s.t, c);
+                    prop_assert!(s.decision.phases.iter().any(|p| *p != ClusterPhase::Healthy), "t={}: suspended with every cluster healthy", s.t);
+                    last_move[c] = Some(s.t);
+                    level[c] = now;
+                } else if now != level[c] {
                     prop_assert_eq!(now.abs_diff(level[c]), 1, "t={}: c{} moved {} → {}", s.t, c, level[c], now);
                     if let Some(prev) = last_move[c] {
                         prop_assert!(s.t - prev + 1e-9 >= p.step_interval, "t={}: c{} moved {}s after its last move", s.t, c, s.t - prev);
                     }
-                    let name = p.clusters[c].name.as_str();
                     prop_assert!(s.decision.events.iter().any(|e| e.cluster.as_deref() == Some(name) && matches!(e.reason, EventReason::DrainStep | EventReason::DrainCompleted | EventReason::DrainReturnStep | EventReason::DrainReturned | EventReason::DrainRolledBack)));
                     prop_assert!(!pending_before, "t={}: c{} moved while the route had not caught up", s.t, c);
                     last_move[c] = Some(s.t);
