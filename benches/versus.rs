@@ -21,7 +21,9 @@
 //! interval (never below 1 s, the HPA's sync period and the plan's shortest interval).
 //!
 //! Then the same trace through `simulate --baseline hpa` (the library's replay of
-//! `Policy::hpa_baseline`), at the real HPA's period in trace time, against the real HPA's curve.
+//! `Policy::hpa_baseline`), at the real HPA's period in trace time, against the real HPA's curve,
+//! and through `simulate --baseline keda` (the same policy on the trace with empty cells read as
+//! 0, as KEDA's default `ignoreNullValues` reads them) against the real KEDA's.
 //!
 //!     cargo bench --bench versus
 //!
@@ -390,12 +392,12 @@ fn report(s: &Scenario, policy: &Policy, initial: u32, plot_dir: &Path) {
     let options = ReplayOptions::new(Replicas { brokers: policy.brokers.min, workers: initial });
     // `simulate` evaluates as often as the real systems did in trace time (1 s × factor, and
     // never less often than the policy says), with step periods no shorter.
-    let replayed = |label: &str, mut p: Policy, every: f64| -> Curve {
+    let replayed = |label: &str, mut p: Policy, trace: &Trace, every: f64| -> Curve {
         p.interval_secs = p.interval_secs.max(every);
         for rules in [&mut p.scale_up, &mut p.scale_down, &mut p.broker_scale_up, &mut p.broker_scale_down] {
             *rules = StepRules { period_secs: rules.period_secs.max(every), ..*rules };
         }
-        let replay = simulate::replay(label, &p, policy, &s.trace, options).expect("the replay fits");
+        let replay = simulate::replay(label, &p, policy, trace, options).expect("the replay fits");
         let decided: Curve = replay.steps.iter().map(|st| (st.t, st.decision.desired.workers)).collect();
         // Judged on every row of the trace, as the real curves are on their dense samples (on
         // its own evaluation times alone, a replay that fits each row it decides on would never
@@ -406,10 +408,12 @@ fn report(s: &Scenario, policy: &Policy, initial: u32, plot_dir: &Path) {
         times.into_iter().map(|t| (t, versus::at(&decided, t))).collect()
     };
     let period = HPA_PERIOD.max(s.factor);
-    let simulated = replayed("hpa", policy.hpa_baseline(), s.factor);
-    let simulated_plan = replayed("plan", policy.clone(), s.factor);
+    let simulated = replayed("hpa", policy.hpa_baseline(), &s.trace, s.factor);
+    let simulated_keda = replayed("keda", policy.hpa_baseline(), &s.trace.missing_as_zero(), s.factor);
+    let simulated_plan = replayed("plan", policy.clone(), &s.trace, s.factor);
     let keda = s.curves.get(2);
     let simulated_figures = figures(&simulated);
+    let simulated_keda_figures = figures(&simulated_keda);
     let simulated_plan_figures = figures(&simulated_plan);
     let mut rows: Vec<(&str, &Figures)> = Vec::new();
     let real: Vec<Figures> = s.curves.iter().map(figures).collect();
@@ -419,6 +423,7 @@ fn report(s: &Scenario, policy: &Policy, initial: u32, plot_dir: &Path) {
         rows.push(("KEDA (real)", k));
     }
     rows.push(("simulate --baseline hpa", &simulated_figures));
+    rows.push(("simulate --baseline keda", &simulated_keda_figures));
     rows.push(("simulate (the plan)", &simulated_plan_figures));
     println!(
         "## {} — {} of trace compressed {}× (to {}); the operator's interval and the HPA's sync: 1 s = {} s of trace; load step (a breach at the initial workers held 5 min) at {}",
@@ -454,9 +459,15 @@ fn report(s: &Scenario, policy: &Policy, initial: u32, plot_dir: &Path) {
         clock(when)
     );
     if let Some(keda) = keda {
+        let (minutes, largest, when) = versus::gap(keda, &simulated_keda, end);
+        println!(
+            "Fidelity of `simulate --baseline keda` against the real KEDA: replica-minutes real − simulated = {minutes:+.0} ({:+.1} %), largest pointwise gap {largest} workers at {}.\n",
+            100.0 * minutes / simulated_keda_figures.replica_minutes.max(1.0),
+            clock(when)
+        );
         let (minutes, largest, when) = versus::gap(keda, &simulated, end);
         println!(
-            "The same against the real KEDA: replica-minutes real − simulated = {minutes:+.0} ({:+.1} %), largest pointwise gap {largest} workers at {}.\n",
+            "`simulate --baseline hpa` against the real KEDA: replica-minutes real − simulated = {minutes:+.0} ({:+.1} %), largest pointwise gap {largest} workers at {}.\n",
             100.0 * minutes / simulated_figures.replica_minutes.max(1.0),
             clock(when)
         );
@@ -475,16 +486,21 @@ fn report(s: &Scenario, policy: &Policy, initial: u32, plot_dir: &Path) {
         clock(when)
     );
     let csv = plot_dir.join(format!("{}.csv", s.name));
-    let mut text = String::from("t,operator,hpa,keda,simulate_hpa,simulate_plan\n");
+    let mut text = String::from("t,operator,hpa,keda,simulate_hpa,simulate_keda,simulate_plan\n");
     for &(t, hpa) in &s.curves[1] {
-        let (op, sim, sim_plan) =
-            (versus::at(&s.curves[0], t), versus::at(&simulated, t), versus::at(&simulated_plan, t));
+        let (op, sim, sim_keda, sim_plan) = (
+            versus::at(&s.curves[0], t),
+            versus::at(&simulated, t),
+            versus::at(&simulated_keda, t),
+            versus::at(&simulated_plan, t),
+        );
         let keda = keda.map_or(String::new(), |k| versus::at(k, t).to_string());
-        text.push_str(&format!("{t:.1},{op},{hpa},{keda},{sim},{sim_plan}\n"));
+        text.push_str(&format!("{t:.1},{op},{hpa},{keda},{sim},{sim_keda},{sim_plan}\n"));
     }
     std::fs::write(&csv, text).unwrap_or_else(|e| panic!("{}: {e}", csv.display()));
     let path = plot_dir.join(format!("{}.svg", s.name));
-    plot(&path, s, policy, initial, &simulated).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    plot(&path, s, policy, initial, [&simulated, &simulated_keda])
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     println!("Plot: {} (curves: {})\n", path.display(), csv.display());
 }
 
@@ -498,7 +514,7 @@ fn plot(
     s: &Scenario,
     policy: &Policy,
     initial: u32,
-    simulated: &Curve,
+    [simulated, simulated_keda]: [&Curve; 2],
 ) -> Result<(), Box<dyn std::error::Error>> {
     let root = SVGBackend::new(path, (1280, 640)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -564,11 +580,14 @@ fn plot(
             .label(label)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
     }
-    let green = RGBColor(44, 160, 44);
-    chart
-        .draw_series(DashedLineSeries::new(stairs(simulated), 5, 4, green.stroke_width(1)))?
-        .label("simulate --baseline hpa")
-        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], green));
+    let dashed =
+        [("simulate --baseline hpa", RGBColor(44, 160, 44)), ("simulate --baseline keda", RGBColor(148, 103, 189))];
+    for ((label, color), curve) in dashed.into_iter().zip([simulated, simulated_keda]) {
+        chart
+            .draw_series(DashedLineSeries::new(stairs(curve), 5, 4, color.stroke_width(1)))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
     chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
     root.present()?;
     Ok(())
