@@ -569,14 +569,20 @@ fn explain(
                     Some(f) => format!("cluster {f} failed and no undrained cluster can take its traffic"),
                     None => "no undrained cluster can take the traffic".to_string(),
                 };
-                out.push(FailoverEvent::new(
-                    EventReason::DrainSuspended,
-                    Some(cluster),
+                // A cluster whose drain was lifted may still be on its way back.
+                let drained = index(cluster).is_some_and(|i| policy.clusters[i].drain);
+                let note = if drained {
                     format!(
                         "Cluster {cluster} is drained (clusters[].drain) but healthy, and {why}: it takes the traffic ({}); its drain starts over, one step at a time, once every cluster is healthy again.",
                         split(weights, policy)
-                    ),
-                ));
+                    )
+                } else {
+                    format!(
+                        "Cluster {cluster} is coming back from a drain and healthy, and {why}: it takes its full share back at once, and the traffic ({}).",
+                        split(weights, policy)
+                    )
+                };
+                out.push(FailoverEvent::new(EventReason::DrainSuspended, Some(cluster), note));
             }
             TrafficEvent::DrainRolledBack(c) => out.push(FailoverEvent::new(
                 EventReason::DrainRolledBack,

@@ -966,6 +966,19 @@ fn a_failure_while_the_other_cluster_is_drained_suspends_the_drain_and_it_starts
     assert!(path.iter().all(|(t, _)| *t < 400.0 || *t >= back), "{path:?}");
     let again: Vec<u32> = path.iter().filter(|(t, _)| *t >= back).map(|p| p.1).collect();
     assert_eq!(again, [25, 12, 2, 0, 0], "{path:?}");
+
+    // A drain lifted at 300 s is on its way back (one step a minute) when c0 fails at 400 s:
+    // c1 takes its whole share back at once, and the note says it is coming back.
+    let lifted = |t: f64, c: usize| c == 1 && t < 300.0;
+    let trace = run_with(&p, 600.0, &Inputs { drain: &lifted, ..Inputs::new(&health, &gates_ok) });
+    let failed = at(&trace, 430.0);
+    assert_eq!(failed.decision.weights, [15, 85]);
+    assert!(
+        failed.decision.events.iter().any(|e| e.reason == EventReason::DrainSuspended
+            && e.note.contains("Cluster c1 is coming back from a drain and healthy")),
+        "{:?}",
+        labels(failed)
+    );
 }
 
 #[test]
