@@ -451,39 +451,46 @@ fn report(s: &Scenario, policy: &Policy, initial: u32, plot_dir: &Path) {
             f.flaps
         );
     }
-    let (minutes, largest, when) = versus::gap(&s.curves[1], &simulated, end);
-    println!(
-        "\nFidelity of `simulate --baseline hpa` (evaluating every {period} s of trace) against the real HPA: \
-         replica-minutes real − simulated = {minutes:+.0} ({:+.1} %), largest pointwise gap {largest} workers at {}.\n",
-        100.0 * minutes / simulated_figures.replica_minutes.max(1.0),
-        clock(when)
+    // One line per pair of curves: `title`: replica-minutes `difference` (of `a` minus `b`, and
+    // in percent of `b`'s), and the largest pointwise gap.
+    let compare = |title: &str, difference: &str, a: &Curve, b: &Curve, b_minutes: f64| {
+        let (minutes, largest, when) = versus::gap(a, b, end);
+        println!(
+            "{title}: replica-minutes {difference} = {minutes:+.0} ({:+.1} %), largest pointwise gap {largest} workers at {}.\n",
+            100.0 * minutes / b_minutes.max(1.0),
+            clock(when)
+        );
+    };
+    compare(
+        &format!("\nFidelity of `simulate --baseline hpa` (evaluating every {period} s of trace) against the real HPA"),
+        "real − simulated",
+        &s.curves[1],
+        &simulated,
+        simulated_figures.replica_minutes,
     );
     if let Some(keda) = keda {
-        let (minutes, largest, when) = versus::gap(keda, &simulated_keda, end);
-        println!(
-            "Fidelity of `simulate --baseline keda` against the real KEDA: replica-minutes real − simulated = {minutes:+.0} ({:+.1} %), largest pointwise gap {largest} workers at {}.\n",
-            100.0 * minutes / simulated_keda_figures.replica_minutes.max(1.0),
-            clock(when)
+        compare(
+            "Fidelity of `simulate --baseline keda` against the real KEDA",
+            "real − simulated",
+            keda,
+            &simulated_keda,
+            simulated_keda_figures.replica_minutes,
         );
-        let (minutes, largest, when) = versus::gap(keda, &simulated, end);
-        println!(
-            "`simulate --baseline hpa` against the real KEDA: replica-minutes real − simulated = {minutes:+.0} ({:+.1} %), largest pointwise gap {largest} workers at {}.\n",
-            100.0 * minutes / simulated_figures.replica_minutes.max(1.0),
-            clock(when)
+        compare(
+            "`simulate --baseline hpa` against the real KEDA",
+            "real − simulated",
+            keda,
+            &simulated,
+            simulated_figures.replica_minutes,
         );
-        let (minutes, largest, when) = versus::gap(keda, &s.curves[1], end);
-        println!(
-            "KEDA against the HPA: replica-minutes KEDA − HPA = {minutes:+.0} ({:+.1} %), largest pointwise gap {largest} workers at {}.\n",
-            100.0 * minutes / real[1].replica_minutes.max(1.0),
-            clock(when)
-        );
+        compare("KEDA against the HPA", "KEDA − HPA", keda, &s.curves[1], real[1].replica_minutes);
     }
-    let (minutes, largest, when) = versus::gap(&s.curves[0], &simulated_plan, end);
-    println!(
-        "Fidelity of `simulate` (the plan) against the operator: replica-minutes real − simulated = {minutes:+.0} ({:+.1} %), \
-         largest pointwise gap {largest} workers at {}.\n",
-        100.0 * minutes / simulated_plan_figures.replica_minutes.max(1.0),
-        clock(when)
+    compare(
+        "Fidelity of `simulate` (the plan) against the operator",
+        "real − simulated",
+        &s.curves[0],
+        &simulated_plan,
+        simulated_plan_figures.replica_minutes,
     );
     let csv = plot_dir.join(format!("{}.csv", s.name));
     let mut text = String::from("t,operator,hpa,keda,simulate_hpa,simulate_keda,simulate_plan\n");
