@@ -540,6 +540,26 @@ async fn api_faults_lose_no_status_and_duplicate_no_scale_action() {
     );
 }
 
+/// The tests read objects directly and then look for the operator's requests that changed them.
+/// The API server acts on a request before the proxy sees its answer and logs it, so the log
+/// read must wait for every request that arrived before it.
+#[test]
+fn the_fault_proxys_log_has_every_request_that_arrived_before_it_is_read() {
+    let ns = format!("proxy-log-{}", std::process::id() % 100_000);
+    let remote = support::tenant::Remote::new(ControlPlane::shared(), &ns);
+    remote.kube.create(support::deployment(&ns, "w", 1));
+    remote.proxy.add_latency(support::proxy::Matcher::any().path_contains("/scale"), Duration::from_millis(800));
+    let addr = remote.proxy.url.trim_start_matches("http://").to_string();
+    let path = format!("/apis/apps/v1/namespaces/{ns}/deployments/w/scale");
+    let get = std::thread::spawn(move || support::http_get(&addr, &path));
+    support::wait_for("the request at the proxy", Duration::from_secs(5), || {
+        (remote.proxy.arrived() > 0).then_some(())
+    });
+    let log = remote.proxy.requests();
+    assert!(log.iter().any(|r| r.path.ends_with("/deployments/w/scale") && r.status == 200), "{log:?}");
+    assert_eq!(get.join().unwrap().map(|(status, _)| status), Some(200));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_plan_is_observed_and_reported_but_nothing_is_scaled() {
     let w = world(3.0, 3, 12).await;

@@ -7,8 +7,9 @@
 //! When the API server cannot be reached the proxy closes the client's connection without an
 //! answer, so the operator sees what it would see without a proxy: a connection error.
 
+use std::collections::BTreeSet;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -99,6 +100,45 @@ struct State {
     faults: Mutex<Vec<(Matcher, Fault)>>,
     log: Mutex<Vec<RequestRecord>>,
     watches: Mutex<CancellationToken>,
+    arrivals: Mutex<Arrivals>,
+    logged: Condvar,
+}
+
+/// Requests that have arrived but are not in the log yet. A request is logged once the API
+/// server has answered it, and the API server has acted on it before the proxy sees that
+/// answer: a test that reads an object directly can see a change whose request is not in the
+/// log yet. [`FaultProxy::requests`] waits for those.
+#[derive(Default)]
+struct Arrivals {
+    next: u64,
+    pending: BTreeSet<u64>,
+}
+
+/// Takes a request out of [`Arrivals::pending`] when it is logged, or when the client went away
+/// and hyper dropped the request's future.
+struct Arrival<'a> {
+    state: &'a State,
+    seq: u64,
+}
+
+impl<'a> Arrival<'a> {
+    fn new(state: &'a State) -> Self {
+        let mut arrivals = state.arrivals.lock().unwrap();
+        let seq = arrivals.next;
+        arrivals.next += 1;
+        arrivals.pending.insert(seq);
+        Self { state, seq }
+    }
+    fn log(self, record: RequestRecord) {
+        self.state.log.lock().unwrap().push(record);
+    }
+}
+
+impl Drop for Arrival<'_> {
+    fn drop(&mut self) {
+        self.state.arrivals.lock().unwrap().pending.remove(&self.seq);
+        self.state.logged.notify_all();
+    }
 }
 
 /// A running fault proxy; stops with the test binary's support runtime.
@@ -124,6 +164,8 @@ impl FaultProxy {
             faults: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
             watches: Mutex::new(CancellationToken::new()),
+            arrivals: Mutex::new(Arrivals::default()),
+            logged: Condvar::new(),
         });
         let stop = CancellationToken::new();
         let (s, st) = (state.clone(), stop.clone());
@@ -151,9 +193,22 @@ impl FaultProxy {
         Self { url, state, stop }
     }
 
-    /// Every request so far.
+    /// Every request that arrived before this call, once each is answered (for at most 30 s):
+    /// whatever a test saw happen on the API server through the proxy is in the answer.
     pub fn requests(&self) -> Vec<RequestRecord> {
+        let arrivals = self.state.arrivals.lock().unwrap();
+        let before = arrivals.next;
+        let (_arrivals, _) = self
+            .state
+            .logged
+            .wait_timeout_while(arrivals, Duration::from_secs(30), |a| a.pending.first().is_some_and(|&s| s < before))
+            .unwrap();
         self.state.log.lock().unwrap().clone()
+    }
+
+    /// How many requests have arrived so far, answered or not.
+    pub fn arrived(&self) -> u64 {
+        self.state.arrivals.lock().unwrap().next
     }
 
     /// Add `delay` before matching requests.
@@ -246,6 +301,7 @@ fn take_fault(state: &State, method: &str, path: &str, query: &str, watch: bool)
 }
 
 async fn forward(state: Arc<State>, req: Request<hyper::body::Incoming>) -> Result<Response<Body>, std::io::Error> {
+    let arrival = Arrival::new(&state);
     let at = SystemTime::now();
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
@@ -300,7 +356,7 @@ async fn forward(state: Arc<State>, req: Request<hyper::body::Incoming>) -> Resu
     if let Some((what, response)) = faulted {
         record.status = response.status().as_u16();
         record.fault = Some(what);
-        state.log.lock().unwrap().push(record);
+        arrival.log(record);
         return Ok(response);
     }
 
@@ -323,7 +379,7 @@ async fn forward(state: Arc<State>, req: Request<hyper::body::Incoming>) -> Resu
         Ok(answer) => answer,
         Err(e) => {
             // Unreachable: close the connection without an answer, as a dead server would.
-            state.log.lock().unwrap().push(record);
+            arrival.log(record);
             return Err(std::io::Error::other(e));
         }
     };
@@ -335,7 +391,7 @@ async fn forward(state: Arc<State>, req: Request<hyper::body::Incoming>) -> Resu
             response = response.header(n, value.as_bytes());
         }
     }
-    state.log.lock().unwrap().push(record);
+    arrival.log(record);
     let body = if watch {
         let dropped = state.watches.lock().unwrap().clone();
         let stream = answer
