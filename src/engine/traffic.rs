@@ -25,8 +25,10 @@
 //!   level back when a gate fails; with the field removed it walks back up the same way (1 %,
 //!   5 %, 25 %, 50 %, 100 %: exactly the failback steps). A drain never moves while no other
 //!   cluster can receive traffic, nor while the route has not caught up with its last step
-//!   (survivors getting ready), and its interval counts from when the route last moved. A cluster's share is the smaller of what its health phase and
-//!   its drain level leave it.
+//!   (survivors getting ready), nor while a cluster fails back or in an evaluation that changes
+//!   a cluster's phase (one move at a time), and its interval counts from when the route last
+//!   moved. A cluster's share is the smaller of
+//!   what its health phase and its drain level leave it.
 
 use std::collections::VecDeque;
 
@@ -293,7 +295,8 @@ pub struct DrainMemory {
     /// Level on the ladder.
     #[serde(default)]
     pub(super) level: usize,
-    /// When it last changed, seconds.
+    /// When it last changed, or when a failback last moved the route while it waited (its next
+    /// level is a step interval from either), seconds.
     #[serde(default)]
     pub(super) at: Option<f64>,
 }
@@ -601,6 +604,7 @@ pub fn decide_traffic(
     memory.drain.resize(n, DrainMemory::default());
     let mut waiting = vec![None; n];
     let mut events = Vec::new();
+    let phases_before = memory.phases.clone();
     for (g, gate) in policy.gates.iter().enumerate() {
         let ok = gates.get(g).copied().flatten().is_some_and(|v| v.is_finite() && v <= gate.bound);
         push(&mut memory.gates[g], now, ok, gate.hold.max(policy.step_interval) + 1.0);
@@ -780,11 +784,22 @@ pub fn decide_traffic(
     // moves only once the route carries the last one (no route change under way: survivors may
     // still be getting ready), and its interval counts from when the route last moved, so the
     // gates judge each step's traffic for a whole interval and the route never skips a step.
+    // One move at a time: while a cluster fails back, and in any evaluation that changes a
+    // cluster's phase (a failover, a failback step, its end or its rollback), drains hold, and
+    // their interval starts again from then, so the gates judge each step's traffic on its own.
     let ladder = policy.steps.len();
     let route_caught_up = memory.shift.is_none();
     let route_moved = memory.last_shift.as_ref().and_then(|s| s.route_moved);
+    let failback_moving =
+        memory.phases != phases_before || memory.phases.iter().any(|p| matches!(p, ClusterPhase::FailingBack { .. }));
     for (c, cluster) in policy.clusters.iter().enumerate() {
         let state = memory.drain[c];
+        if failback_moving {
+            if cluster.drain || state.level > 0 {
+                memory.drain[c].at = Some(now);
+            }
+            continue;
+        }
         let interval_passed = state
             .at
             .is_none_or(|at| now - route_moved.map_or(at, |m| m.max(at)) + TIME_EPSILON >= policy.step_interval);

@@ -963,7 +963,9 @@ fn a_failure_while_the_other_cluster_is_drained_suspends_the_drain_and_it_starts
     // c0 fails back; only then does c1's drain start over, one gated step at a time.
     let back = trace.iter().find(|s| reasons(s).contains(&EventReason::FailbackCompleted)).expect("c0 fails back").t;
     let path: Vec<(f64, u32)> = drain_path(&trace);
-    assert!(path.iter().all(|(t, _)| *t < 400.0 || *t >= back), "{path:?}");
+    // One move at a time: the drain's first step comes a whole step interval after the
+    // failback's last, not in the same route change.
+    assert!(path.iter().all(|(t, _)| *t < 400.0 || *t >= back + p.step_interval), "{path:?} (back at {back})");
     let again: Vec<u32> = path.iter().filter(|(t, _)| *t >= back).map(|p| p.1).collect();
     assert_eq!(again, [25, 12, 2, 0, 0], "{path:?}");
 
@@ -1059,6 +1061,7 @@ proptest! {
         let mut last_move: Vec<Option<f64>> = vec![None; n];
         let mut level = vec![0usize; n];
         let mut pending_before = false;
+        let mut phases_before = vec![ClusterPhase::Healthy; n];
         for s in &trace {
             prop_assert_eq!(s.decision.weights.iter().sum::<u32>(), 100);
             for c in 0..n {
@@ -1078,11 +1081,13 @@ proptest! {
                     }
                     prop_assert!(s.decision.events.iter().any(|e| e.cluster.as_deref() == Some(name) && matches!(e.reason, EventReason::DrainStep | EventReason::DrainCompleted | EventReason::DrainReturnStep | EventReason::DrainReturned | EventReason::DrainRolledBack)));
                     prop_assert!(!pending_before, "t={}: c{} moved while the route had not caught up", s.t, c);
+                    prop_assert!(s.decision.phases == phases_before && !s.decision.phases.iter().any(|p| matches!(p, ClusterPhase::FailingBack { .. })), "t={}: c{} moved beside a failover or failback move: {:?} → {:?}", s.t, c, phases_before, s.decision.phases);
                     last_move[c] = Some(s.t);
                     level[c] = now;
                 }
             }
             pending_before = s.settled.memory.pending_shift().is_some();
+            phases_before = s.decision.phases.clone();
         }
     }
 
