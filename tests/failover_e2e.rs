@@ -565,3 +565,40 @@ async fn a_drain_moves_traffic_away_step_by_step_and_its_removal_brings_it_back(
     until("returned event", Duration::from_secs(5), &op, || !w.events("DrainReturned").is_empty()).await;
     until("status", Duration::from_secs(5), &op, || w.cluster("eu")["drainKeptPercent"].is_null()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_while_the_other_cluster_is_drained_puts_the_traffic_on_the_drained_one() {
+    let w = world().await;
+    let op = start(&w).await;
+    until("the remote workers ready", Duration::from_secs(30), &op, || w.remote_ready() == 12).await;
+    // us drained for maintenance: eu carries everything.
+    w.patch_plan(json!([{"op": "add", "path": "/spec/clusters/1/drain", "value": true}]));
+    until("drained", Duration::from_secs(60), &op, || w.route() == [100, 0]).await;
+    until("drain status", Duration::from_secs(5), &op, || w.cluster("us")["drainKeptPercent"] == 0).await;
+
+    // eu fails, and no undrained cluster is left to take its traffic: us, healthy, takes it.
+    metrics(&w.exporter, 0.5, 0.05, 0.0);
+    until("us takes the traffic", Duration::from_secs(30), &op, || w.route() == [15, 85]).await;
+    until("warning", Duration::from_secs(5), &op, || !w.events("DrainSuspended").is_empty()).await;
+    let warning = w.events("DrainSuspended")[0].clone();
+    assert_eq!(warning["type"], "Warning");
+    let note = warning["note"].as_str().unwrap();
+    assert!(note.contains("Cluster us is drained") && note.contains("cluster eu failed"), "{note}");
+    assert!(w.events("AllClustersUnhealthy").is_empty(), "the traffic did not stay on the failed cluster");
+    assert!(w.remote_ready() >= 21, "us was raised, and ready, before it took the traffic");
+
+    // eu recovers and fails back; only then does the drain of us start over, a step at a time.
+    metrics(&w.exporter, 0.05, 0.05, 0.0);
+    until("failed back and drained again", Duration::from_secs(60), &op, || w.route() == [100, 0]).await;
+    until("drained again", Duration::from_secs(5), &op, || {
+        !w.events("FailbackCompleted").is_empty() && w.cluster("us")["drainKeptPercent"] == 0
+    })
+    .await;
+    let eu: Vec<(SystemTime, u64)> = w.route_patches();
+    let back = eu.iter().rposition(|p| p.1 == 50).expect("the failback ends at 50/50");
+    let again: Vec<u64> = eu[back + 1..].iter().map(|p| p.1).collect();
+    assert_eq!(again.first(), Some(&75), "the drain of us starts over at its first step (50 %): {eu:?}");
+    assert!(again.windows(2).all(|p| p[0] < p[1]) && again.last() == Some(&100), "step by step: {eu:?}");
+    let gap = eu[back + 1].0.duration_since(eu[back].0).unwrap();
+    assert!(gap >= Duration::from_millis(900), "the drain's first step {gap:?} after the failback's last");
+}
