@@ -196,6 +196,28 @@ impl World {
             && status["workers"]["current"].as_u64() == Some(self.workers())
             && status["brokers"]["current"].as_u64() == Some(self.brokers())
     }
+    /// Waits until the plan has [settled](Self::settled), with `also`, and stays so with the same
+    /// replicas over evaluations 4 s of operator time apart. Settled alone can be a plateau: after
+    /// a step, a few evaluations hold while the 3 s windows still have samples from before it,
+    /// and then the next step comes.
+    async fn until_steady(&self, op: &Operator, plan: &str, timeout: Duration, also: impl Fn(&Self) -> bool) {
+        let mut since: Option<(f64, u64, u64)> = None;
+        until("settled and steady", timeout, op, || {
+            if !(self.settled(plan) && also(self)) {
+                since = None;
+                return false;
+            }
+            let now = (self.last_observed(plan), self.workers(), self.brokers());
+            match since {
+                Some((t, workers, brokers)) if (workers, brokers) == (now.1, now.2) => now.0 - t >= 4.0,
+                _ => {
+                    since = Some(now);
+                    false
+                }
+            }
+        })
+        .await;
+    }
     /// Unix seconds of the operator's latest observation, from the memory in status.
     fn last_observed(&self, plan: &str) -> f64 {
         self.plan(plan)["status"]["memory"]["samples"]
@@ -236,7 +258,7 @@ async fn held_load_scales_brokers_and_workers_together_and_explains_why() {
         mtime(first.2) - raised
     );
     assert!(first.0.contains("kafkanodepools/brokers"), "brokers first when growing: {first:?}");
-    until("settled", Duration::from_secs(40), &op, || w.settled("orders") && w.workers() > 12).await;
+    w.until_steady(&op, "orders", Duration::from_secs(60), |w| w.workers() > 12).await;
     let (b, wk) = (w.brokers(), w.workers());
     assert!(
         (3..=12).contains(&b) && (12..=60).contains(&wk) && wk <= b * 5,
@@ -437,8 +459,9 @@ async fn a_restart_mid_window_neither_scales_down_early_nor_forgets_the_window()
     load_for(&w.exporter, 0.3, 30);
     let low = unix_now();
     // Once the operator has seen the low load for a few seconds, crash it and bring it back.
-    until("low load observed", Duration::from_secs(10), &op, || {
-        w.plan("orders")["status"]["score"].as_f64().is_some_and(|s| s < 0.5) && w.last_observed("orders") > low + 4.0
+    // Late in the window (10 s), so that a window started over at the restart shows clearly.
+    until("low load observed", Duration::from_secs(15), &op, || {
+        w.plan("orders")["status"]["score"].as_f64().is_some_and(|s| s < 0.5) && w.last_observed("orders") > low + 7.0
     })
     .await;
     op.kill();
@@ -491,8 +514,8 @@ async fn two_replicas_one_acts_and_the_other_takes_over_when_it_dies() {
         .await;
     let takeover = killed.elapsed();
     assert!(
-        takeover <= Duration::from_secs(3) + Duration::from_millis(1500),
-        "took over after {takeover:?}; the lease is 3s"
+        takeover <= Duration::from_secs(5),
+        "took over after {takeover:?}; the lease is 3s, renewals and retries every 0.5s"
     );
     let before = w.workers();
     load(&w.exporter, 6.0);
@@ -519,7 +542,7 @@ async fn api_faults_lose_no_status_and_duplicate_no_scale_action() {
     faults.expire_next_watches(support::proxy::Matcher::any().path_contains("fulfillmentplans"), 1);
     load(&w.exporter, 2.5);
     until("scaled through the faults", Duration::from_secs(40), &op, || w.workers() > 12).await;
-    until("settled", Duration::from_secs(40), &op, || w.settled("orders") && w.workers() > 12).await;
+    w.until_steady(&op, "orders", Duration::from_secs(60), |w| w.workers() > 12).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     // No lost status: status says what the targets have.
     let status = w.plan("orders")["status"].clone();
@@ -615,14 +638,22 @@ async fn an_admin_reads_the_plan_its_decisions_and_events_with_kubectl() {
     until("a Ready plan", Duration::from_secs(20), &op, || w.condition("orders", "Ready")["status"] == "True").await;
     let ns = w.ns();
 
-    // The printer columns as the real server renders them.
-    let (ok, table, err) = w.t.kubectl(&["get", "fp", "-A"]);
-    assert!(ok, "{err}");
+    // The printer columns as the real server renders them, compared with the same status: a
+    // status written while kubectl ran is read again.
+    let (table, status) = (0..20)
+        .find_map(|_| {
+            let before = w.plan("orders");
+            let (ok, table, err) = w.t.kubectl(&["get", "fp", "-A"]);
+            assert!(ok, "{err}");
+            let after = w.plan("orders");
+            (before["metadata"]["resourceVersion"] == after["metadata"]["resourceVersion"])
+                .then(|| (table, after["status"].clone()))
+        })
+        .expect("a status unchanged while kubectl ran");
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(header, ["NAMESPACE", "NAME", "SCORE", "BROKERS", "WORKERS", "ACTION", "READY", "AGE"], "{table}");
     let row: Vec<&str> =
         table.lines().find(|l| l.starts_with(ns)).expect("our plan is listed").split_whitespace().collect();
-    let status = w.plan("orders")["status"].clone();
     assert_eq!(row[1], "orders", "{table}");
     assert_eq!(row[2].parse::<f64>().ok(), status["score"].as_f64(), "{table}");
     assert_eq!(row[3].parse::<u64>().ok(), status["brokers"]["current"].as_u64(), "{table}");
@@ -740,18 +771,19 @@ async fn an_api_server_restart_and_an_etcd_outage_lose_no_status_and_repeat_no_a
     until("scaled after the API server came back", Duration::from_secs(60), &op, || w.workers() > 12).await;
     let api_recovery = back.elapsed();
 
-    // etcd stopped for longer than several intervals, then restarted.
-    until("settled", Duration::from_secs(60), &op, || w.settled("orders") && w.workers() > 12).await;
+    // etcd stopped for longer than several intervals while the load falls, then restarted.
+    w.until_steady(&op, "orders", Duration::from_secs(60), |w| w.workers() > 12).await;
     let settled_workers = w.workers();
-    load(&w.exporter, 6.0);
+    let falls = SystemTime::now();
+    load(&w.exporter, 0.3);
     cp.stop_etcd();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let etcd_back = Instant::now();
     cp.start_etcd();
-    until("scaled after etcd came back", Duration::from_secs(60), &op, || w.workers() > settled_workers).await;
+    until("scaled down after etcd came back", Duration::from_secs(60), &op, || w.workers() < settled_workers).await;
     let etcd_recovery = etcd_back.elapsed();
     // No lost status: status comes to say what the targets have, and stays there.
-    until("settled again", Duration::from_secs(60), &op, || w.settled("orders")).await;
+    w.until_steady(&op, "orders", Duration::from_secs(60), |_| true).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let status = w.plan("orders")["status"].clone();
@@ -765,13 +797,19 @@ async fn an_api_server_restart_and_an_etcd_outage_lose_no_status_and_repeat_no_a
             .all(|r| r.at >= api_ready - Duration::from_secs(30) && r.at <= api_ready + Duration::from_secs(10)),
         "403s outside the restart: {forbidden:?}"
     );
-    // No duplicate and no missing action: each successful patch of a target moves it upwards.
+    // No duplicate and no missing action: each successful patch of a target moves it, upwards
+    // while the load rose and downwards once it fell.
     let mut duplicates = 0;
     for kind in ["deployments/checkout-worker", "kafkanodepools/brokers"] {
-        let values: Vec<u64> = w.scale_patches().into_iter().filter(|p| p.0.contains(kind)).map(|p| p.1).collect();
-        assert!(!values.is_empty(), "{kind} was scaled");
-        duplicates += values.windows(2).filter(|p| p[0] >= p[1]).count();
-        assert!(values.windows(2).all(|p| p[0] < p[1]), "{kind}: {values:?}");
+        let patches: Vec<(u64, bool)> =
+            w.scale_patches().into_iter().filter(|p| p.0.contains(kind)).map(|p| (p.1, p.2 < falls)).collect();
+        let up: Vec<u64> = patches.iter().filter(|p| p.1).map(|p| p.0).collect();
+        let down: Vec<u64> = patches.iter().filter(|p| !p.1).map(|p| p.0).collect();
+        assert!(!up.is_empty() && !down.is_empty(), "{kind} was scaled up and down: {patches:?}");
+        duplicates += up.windows(2).filter(|p| p[0] >= p[1]).count() + down.windows(2).filter(|p| p[0] <= p[1]).count();
+        assert!(up.windows(2).all(|p| p[0] < p[1]), "{kind} up: {up:?}");
+        assert!(down.windows(2).all(|p| p[0] > p[1]), "{kind} down: {down:?}");
+        assert!(up.last() > down.first(), "{kind}: {patches:?}");
     }
     eprintln!(
         "outage figures: status writes lost 0, duplicate or missing scale actions {duplicates}, \

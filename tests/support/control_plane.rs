@@ -357,9 +357,9 @@ impl ControlPlane {
         out
     }
 
-    /// Wait until the CRD `name` (`crd/<plural>.<group>`) is Established. Polled, not `kubectl
-    /// wait`: that fails at once on a CRD whose status has no conditions yet, which a fresh CRD
-    /// can show for a moment after it is applied.
+    /// Wait until the CRD `name` (`crd/<plural>.<group>`) is Established and discovery lists
+    /// it. Polled, not `kubectl wait`: that fails at once on a CRD whose status has no
+    /// conditions yet, which a fresh CRD can show for a moment after it is applied.
     pub fn wait_established(&self, name: &str) {
         wait_for(&format!("{name} to be established"), Duration::from_secs(60), || {
             let (_, out, _) =
@@ -370,6 +370,32 @@ impl ControlPlane {
             std::thread::sleep(Duration::from_millis(100));
             None
         });
+        // Established comes before discovery lists the resource, and clients (kubectl, the
+        // tests' admin client) look kinds up in discovery: wait for every served version too.
+        let spec = self.kubectl_ok(&[
+            "get",
+            name,
+            "-o=jsonpath={.spec.group} {.spec.names.plural} {.spec.versions[?(@.served==true)].name}",
+        ]);
+        let mut words = spec.split_whitespace();
+        let (Some(group), Some(plural)) = (words.next(), words.next()) else {
+            panic!("{name}: no group or plural in {spec:?}");
+        };
+        for version in words {
+            let path = format!("--raw=/apis/{group}/{version}");
+            wait_for(&format!("{plural}.{group}/{version} in discovery"), Duration::from_secs(60), || {
+                let (ok, out, _) = self.kubectl(&["get", &path]);
+                let listed = ok
+                    && serde_json::from_str::<serde_json::Value>(&out).is_ok_and(|list| {
+                        list["resources"].as_array().is_some_and(|rs| rs.iter().any(|r| r["name"] == plural))
+                    });
+                if listed {
+                    return Some(());
+                }
+                std::thread::sleep(Duration::from_millis(100));
+                None
+            });
+        }
     }
 
     fn wait_ready(&self) {
