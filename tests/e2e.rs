@@ -150,10 +150,9 @@ impl World {
         self.t.kube.create(plan);
     }
     fn replicas(&self, kind: &str, name: &str) -> u64 {
-        let api_version = if kind == "Deployment" { "apps/v1" } else { "kafka.strimzi.io/v1beta2" };
         self.t
             .kube
-            .get(api_version, kind, Some(self.ns()), name)
+            .get(api_version(kind), kind, Some(self.ns()), name)
             .and_then(|o| o["spec"]["replicas"].as_u64())
             .unwrap_or(0)
     }
