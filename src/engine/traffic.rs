@@ -27,8 +27,8 @@
 //!   cluster can receive traffic, nor while the route has not caught up with its last step
 //!   (survivors getting ready), nor while a cluster fails back or in an evaluation that changes
 //!   a cluster's phase (one move at a time), and its interval counts from when the route last
-//!   moved. A cluster's share is the smaller of
-//!   what its health phase and its drain level leave it.
+//!   moved. A cluster's share is the smaller of what its health phase and its drain level leave
+//!   it.
 
 use std::collections::VecDeque;
 
@@ -295,8 +295,8 @@ pub struct DrainMemory {
     /// Level on the ladder.
     #[serde(default)]
     pub(super) level: usize,
-    /// When it last changed, or when a failback last moved the route while it waited (its next
-    /// level is a step interval from either), seconds.
+    /// When it last changed, or when a failover or failback last moved the route while it waited
+    /// (its next level is a step interval from either), seconds.
     #[serde(default)]
     pub(super) at: Option<f64>,
 }
@@ -790,11 +790,11 @@ pub fn decide_traffic(
     let ladder = policy.steps.len();
     let route_caught_up = memory.shift.is_none();
     let route_moved = memory.last_shift.as_ref().and_then(|s| s.route_moved);
-    let failback_moving =
+    let phase_moving =
         memory.phases != phases_before || memory.phases.iter().any(|p| matches!(p, ClusterPhase::FailingBack { .. }));
     for (c, cluster) in policy.clusters.iter().enumerate() {
         let state = memory.drain[c];
-        if failback_moving {
+        if phase_moving {
             if cluster.drain || state.level > 0 {
                 memory.drain[c].at = Some(now);
             }
